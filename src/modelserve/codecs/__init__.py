@@ -1,0 +1,1 @@
+"""Wire formats <-> numpy: pure functions shared by the front-ends."""

@@ -1,0 +1,1 @@
+"""Typed, frozen configuration and the TF Serving text-protobuf file formats that produce it."""

@@ -1,0 +1,159 @@
+"""The request pipeline every front-end shares: resolve a version, validate inputs, run, time out.
+
+Front-ends decode their wire format into numpy arrays keyed by signature input names, call
+``InferenceService.predict`` and encode what comes back; nothing here knows about HTTP or gRPC.
+
+Where a call runs: a model call that has been measured to take less than ``inline_threshold`` runs directly
+on the event loop, because handing it to a thread and back costs more than the call itself (tens of
+microseconds of loop time per request). Slower calls run on a thread pool sized to the cores, where the
+framework releases the GIL, so the loop keeps parsing other requests meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from modelserve.core.handle import ServableHandle
+from modelserve.core.manager import ModelManager
+from modelserve.core.signature import Signature
+from modelserve.errors import DeadlineExceeded, Internal, InvalidArgument, ServingError
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    """Which model version a request addresses: by number, by label, or the latest."""
+
+    name: str
+    version: int | None = None
+    label: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InferenceSettings:
+    """Execution knobs of the pipeline."""
+
+    # Calls measured below this run on the event loop; 0 disables inline execution.
+    inline_threshold_seconds: float = 0.0005
+    # Threads running model calls that are too slow to run inline; 0 = number of cores.
+    executor_threads: int = 0
+    # Default deadline of a request (TF Serving's --rest_api_timeout_in_ms); None = no deadline.
+    timeout_seconds: float | None = 30.0
+
+
+def validate_inputs(signature: Signature, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Check names, dtypes and shapes against ``signature``; errors name the input and both sides."""
+    expected = signature.inputs
+    if inputs.keys() != expected.keys():
+        extra = sorted(set(inputs) - set(expected))
+        missing = sorted(set(expected) - set(inputs))
+        # TF Serving's wording (predict_util.cc), plus the names.
+        raise InvalidArgument(
+            f"input size does not match signature: {len(inputs)}!={len(expected)} "
+            f"len({{{','.join(sorted(inputs))}}}) != len({{{','.join(sorted(expected))}}}). "
+            f"Sent extra: {{{','.join(extra)}}}. Missing but required: {{{','.join(missing)}}}."
+        )
+    checked: dict[str, np.ndarray] = {}
+    for name, array in inputs.items():
+        spec = expected[name]
+        if array.dtype != spec.dtype:
+            if spec.is_string or array.dtype == np.dtype(object):
+                raise InvalidArgument(
+                    f"input '{name}' expects dtype {_dtype_name(spec.dtype)} "
+                    f"but {_dtype_name(array.dtype)} was provided"
+                )
+            if not np.can_cast(array.dtype, spec.dtype, casting="same_kind"):
+                raise InvalidArgument(
+                    f"input '{name}' expects dtype {_dtype_name(spec.dtype)} "
+                    f"but {_dtype_name(array.dtype)} was provided"
+                )
+            array = array.astype(spec.dtype)
+        if not spec.accepts_shape(array.shape):
+            got = "[" + ",".join(str(d) for d in array.shape) + "]"
+            raise InvalidArgument(
+                f"input '{name}' has shape {got} but the signature expects {spec.shape_text()}"
+            )
+        checked[name] = array
+    return checked
+
+
+def select_outputs(signature: Signature, output_filter: Sequence[str] | None) -> list[str]:
+    """The outputs to compute: all (in signature order) or the requested subset, validated."""
+    if not output_filter:
+        return list(signature.outputs)
+    unknown = [name for name in output_filter if name not in signature.outputs]
+    if unknown:
+        raise InvalidArgument(
+            f"output tensor alias not found in signature: {unknown[0]} "
+            f"Outputs expected to be in the set {{{','.join(signature.outputs)}}}."
+        )
+    return list(dict.fromkeys(output_filter))
+
+
+def _dtype_name(dtype: np.dtype) -> str:
+    return "string" if dtype == np.dtype(object) else str(dtype)
+
+
+class InferenceService:
+    """The core entry point of every front-end; holds no per-request state."""
+
+    def __init__(self, manager: ModelManager, settings: InferenceSettings | None = None) -> None:
+        self.manager = manager
+        self.settings = settings or InferenceSettings()
+        threads = self.settings.executor_threads or os.cpu_count() or 1
+        self._executor = ThreadPoolExecutor(threads, thread_name_prefix="modelserve-infer")
+
+    def handle(self, spec: ModelSpec) -> ServableHandle:
+        """A ref-counted handle on the addressed version; use it in a ``with`` block."""
+        return self.manager.get_handle(spec.name, spec.version, spec.label)
+
+    async def predict(
+        self,
+        handle: ServableHandle,
+        signature: Signature,
+        inputs: Mapping[str, np.ndarray],
+        output_filter: Sequence[str] | None = None,
+        timeout_seconds: float | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Validate and run one request on ``handle``'s version; returns outputs by alias."""
+        checked = validate_inputs(signature, inputs)
+        outputs = select_outputs(signature, output_filter)
+        avg = handle.avg_run_seconds
+        if avg is not None and avg < self.settings.inline_threshold_seconds:
+            return self._run(handle, signature.name, checked, outputs)
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._executor, self._run, handle, signature.name, checked, outputs)
+        timeout = timeout_seconds if timeout_seconds is not None else self.settings.timeout_seconds
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            raise DeadlineExceeded(
+                f"Deadline exceeded after {(timeout or 0) * 1000:.0f} ms running model "
+                f"{handle.model} version {handle.version}"
+            ) from None
+
+    @staticmethod
+    def _run(
+        handle: ServableHandle,
+        signature_name: str,
+        inputs: dict[str, np.ndarray],
+        outputs: list[str],
+    ) -> dict[str, np.ndarray]:
+        started = time.perf_counter()
+        try:
+            result = handle.servable.predict(signature_name, inputs, outputs)
+        except ServingError:
+            raise
+        except Exception as exc:  # the runtime's own error on input that passed validation
+            raise Internal(f"{type(exc).__name__}: {exc}") from exc
+        handle.record_run(time.perf_counter() - started)
+        return result
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)

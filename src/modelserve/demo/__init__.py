@@ -1,0 +1,1 @@
+"""Demo model repositories generated in code: nothing is downloaded."""

@@ -1,0 +1,306 @@
+"""The composition root: builds config, manager, source, inference service and front-ends; owns start/stop.
+
+``ModelServer.serve`` reads as startup → main loop → shutdown:
+
+- startup: read the model config, start the source, wait until the initial versions settled (TF Serving
+  also loads before it opens its ports), bind the ports, write the ready file;
+- main loop: serve until SIGTERM/SIGINT;
+- shutdown (in this order): stop accepting connections, let in-flight requests finish (bounded by a
+  timeout), stop polling storage, unload every version, exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from modelserve.config.model_config import ModelConfig, ServingConfig
+from modelserve.config.options import ServerOptions
+from modelserve.config.text_files import read_model_server_config
+from modelserve.core.inference import InferenceService, InferenceSettings
+from modelserve.core.manager import LoadFunction, ModelManager
+from modelserve.core.servable import RuntimeSettings, Servable
+from modelserve.core.source import FileSystemSource
+from modelserve.errors import FailedPrecondition, InvalidArgument
+from modelserve.frontends.rest.app import RestApp, RestSettings
+from modelserve.runtimes import detect_platform, get_runtime
+
+log = logging.getLogger("modelserve.server")
+
+# Flags we accept for compatibility but do not act on yet: flag -> what happens instead.
+_NOT_IMPLEMENTED: dict[str, str] = {
+    "port": "the gRPC API is not implemented yet; the gRPC port is not opened",
+    "grpc_socket_path": "gRPC is not implemented yet",
+    "enable_batching": "server-side batching is not implemented yet; requests run one by one",
+    "batching_parameters_file": "server-side batching is not implemented yet",
+    "enable_per_model_batching_parameters": "server-side batching is not implemented yet",
+    "monitoring_config_file": "Prometheus metrics are not implemented yet",
+    "model_config_file_poll_wait_seconds": "the model config file is read once (reload not implemented yet)",
+    "ssl_config_file": "TLS is not implemented; serving plain text",
+    "use_alts_credentials": "ALTS is not implemented; serving plain text",
+    "enable_model_warmup": "warm-up is not implemented yet",
+    "tensorflow_session_config_file": "session config files are not supported",
+    "platform_config_file": "platform config files are not supported",
+    "per_process_gpu_memory_fraction": "GPU memory fraction is not supported yet",
+    "allow_version_labels_for_unavailable_models": "labels are resolved at request time",
+    "rest_api_num_threads": "REST runs on one event loop; model calls use their own thread pool",
+    "grpc_channel_arguments": "gRPC is not implemented yet",
+    "grpc_max_threads": "gRPC is not implemented yet",
+    "max_num_load_retries": "failed loads are not retried yet",
+    "load_retry_interval_micros": "failed loads are not retried yet",
+    "xla_cpu_compilation_enabled": "XLA settings are left to TensorFlow's defaults",
+    "enable_signature_method_name_check": "method names are checked for classify/regress only",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class _RunningRest:
+    server: Any  # uvicorn.Server, imported lazily
+    sock: socket.socket
+    main_loop: asyncio.Task[None]
+
+
+@dataclass(frozen=True, slots=True)
+class BoundPorts:
+    rest_port: int | None
+    grpc_port: int | None
+
+
+def serving_config_from_options(options: ServerOptions) -> ServingConfig:
+    """The models to serve: ``--model_config_file``, or ``--model_name`` + ``--model_base_path``."""
+    if options.model_config_file:
+        config = read_model_server_config(options.model_config_file)
+        return ServingConfig(
+            models=tuple(_absolute(m, Path(options.model_config_file).parent) for m in config.models)
+        )
+    if options.model_base_path:
+        return ServingConfig(
+            models=(ModelConfig(name=options.model_name, base_path=options.model_base_path),)
+        )
+    raise InvalidArgument(
+        "no model to serve: give --model_base_path (with --model_name) or --model_config_file"
+    )
+
+
+def _absolute(model: ModelConfig, relative_to: Path) -> ModelConfig:
+    path = Path(model.base_path)
+    if path.is_absolute() or "://" in model.base_path:
+        return model
+    return ModelConfig(
+        name=model.name,
+        base_path=str((relative_to / path).resolve()),
+        platform=model.platform,
+        version_policy=model.version_policy,
+        version_labels=model.version_labels,
+    )
+
+
+def runtime_settings_from_options(options: ServerOptions) -> RuntimeSettings:
+    """TF Serving's parallelism flags apply to every runtime (0 = one thread per core)."""
+    intra = options.tensorflow_intra_op_parallelism or options.tensorflow_session_parallelism
+    return RuntimeSettings(
+        intra_op_threads=intra or (os.cpu_count() or 1),
+        inter_op_threads=options.tensorflow_inter_op_parallelism,
+        saved_model_tags=tuple(t.strip() for t in options.saved_model_tags.split(",") if t.strip()),
+    )
+
+
+def make_loader(settings: RuntimeSettings) -> LoadFunction:
+    """The manager's load function: pick the runtime from the config or the files, then load."""
+
+    def load(config: ModelConfig, path: Path) -> Servable:
+        platform = config.platform or detect_platform(path)
+        if platform is None:
+            raise FailedPrecondition(
+                f"cannot tell which runtime serves {path}: expected saved_model.pb (TensorFlow) or "
+                f"model.onnx (ONNX); set model_platform in the model config"
+            )
+        return get_runtime(platform).load(path, settings)
+
+    return load
+
+
+def _report_ignored_flags(options: ServerOptions) -> None:
+    defaults = ServerOptions()
+    for field in fields(ServerOptions):
+        name = field.name
+        if name not in _NOT_IMPLEMENTED:
+            continue
+        value = getattr(options, name)
+        # gRPC is on by default in TF Serving: say once that its port stays closed.
+        if (name == "port" and value) or (name != "port" and value != getattr(defaults, name)):
+            log.warning("flag --%s=%s accepted: %s", name, value, _NOT_IMPLEMENTED[name])
+    for flag in options.extra_flags_ignored:
+        log.warning("unknown flag %s ignored", flag)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise FailedPrecondition(f"cannot bind {host}:{port}: {exc.strerror or exc}") from exc
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+class ModelServer:
+    """One model server process: every front-end over one manager holding one copy of each version."""
+
+    def __init__(self, options: ServerOptions) -> None:
+        self.options = options
+        self.config = serving_config_from_options(options)
+        self.runtime_settings = runtime_settings_from_options(options)
+        self.manager = ModelManager(
+            make_loader(self.runtime_settings),
+            num_load_threads=options.num_load_threads or 2,
+            num_unload_threads=options.num_unload_threads or 1,
+        )
+        timeout = options.rest_api_timeout_in_ms / 1000 if options.rest_api_timeout_in_ms else None
+        self.service = InferenceService(
+            self.manager,
+            InferenceSettings(
+                inline_threshold_seconds=options.inline_inference_threshold_us / 1e6,
+                executor_threads=max(1, (os.cpu_count() or 1) // self.runtime_settings.intra_op_threads),
+                timeout_seconds=timeout,
+            ),
+        )
+        self.source = FileSystemSource(
+            self.config.models,
+            self.manager.set_aspired_versions,
+            poll_wait_seconds=options.file_system_poll_wait_seconds,
+        )
+        self._stop = asyncio.Event()
+        self._rest: _RunningRest | None = None
+
+    def request_stop(self) -> None:
+        """Ask ``serve`` to shut down gracefully (safe to call from a signal handler on the loop)."""
+        self._stop.set()
+
+    async def serve(self) -> None:
+        ports = await self.startup()
+        log.info(
+            "ready: REST on %s, gRPC %s",
+            f"{self.options.rest_api_host}:{ports.rest_port}" if ports.rest_port else "off",
+            "not implemented" if self.options.port else "off",
+        )
+        await self.serve_until_stopped()
+
+    async def serve_until_stopped(self) -> None:
+        """After ``startup``: wait for a stop request, then shut down gracefully."""
+        await self._stop.wait()
+        await self.shutdown()
+
+    async def startup(self) -> BoundPorts:
+        _report_ignored_flags(self.options)
+        self.manager.set_models(self.config.models)
+        self.source.start()
+        # Loads run on loader threads; wait for them without blocking the event loop.
+        await asyncio.to_thread(self.manager.wait_until_settled)
+        for status in self.manager.all_statuses():
+            if status.error_message:
+                log.error(
+                    "model=%s version=%d failed to load: %s",
+                    status.model,
+                    status.version,
+                    status.error_message,
+                )
+        rest_port = await self._start_rest() if self.options.rest_api_port else None
+        ports = BoundPorts(rest_port=rest_port, grpc_port=None)
+        self._write_ready_file(ports)
+        return ports
+
+    async def _start_rest(self) -> int:
+        import uvicorn
+
+        # --rest_api_port=0 turns REST off (TF Serving); --ephemeral_ports asks the OS for a free port.
+        port = 0 if self.options.ephemeral_ports else self.options.rest_api_port
+        sock = _bind(self.options.rest_api_host, port)
+        app = RestApp(
+            self.service,
+            RestSettings(
+                max_body_bytes=self.options.max_request_body_bytes,
+                timeout_seconds=self.service.settings.timeout_seconds,
+                cors=self.options.rest_api_enable_cors_support,
+            ),
+        )
+        config = uvicorn.Config(
+            app,
+            loop="none",
+            http="httptools",
+            lifespan="off",
+            access_log=False,
+            log_level="warning",
+            timeout_keep_alive=75,
+            timeout_graceful_shutdown=30,
+            server_header=False,
+        )
+        config.load()
+        server = uvicorn.Server(config)
+        server.lifespan = config.lifespan_class(config)
+        await server.startup(sockets=[sock])
+        self._rest = _RunningRest(server, sock, asyncio.create_task(server.main_loop()))
+        bound: int = sock.getsockname()[1]
+        return bound
+
+    def _write_ready_file(self, ports: BoundPorts) -> None:
+        if not self.options.ready_file:
+            return
+        target = Path(self.options.ready_file)
+        temporary = target.with_name(target.name + ".tmp")
+        temporary.write_text(
+            json.dumps({"rest_port": ports.rest_port, "grpc_port": ports.grpc_port, "pid": os.getpid()})
+        )
+        temporary.replace(target)  # atomic: readers never see a half-written file
+
+    async def shutdown(self) -> None:
+        log.info("shutting down: draining in-flight requests")
+        if self._rest is not None:
+            rest = self._rest
+            rest.server.should_exit = True
+            await rest.main_loop
+            await rest.server.shutdown(sockets=[rest.sock])
+        self.source.stop()
+        await asyncio.to_thread(self.manager.close)
+        self.service.close()
+        log.info("shutdown complete")
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def run_server(options: ServerOptions) -> int:
+    """Entry point of ``modelserve serve``: run until SIGTERM/SIGINT, then shut down and return 0."""
+    configure_logging(options.log_level)
+    server = ModelServer(options)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, server.request_stop)
+        await server.serve()
+
+    try:
+        import uvloop
+
+        uvloop.run(main())
+    except ImportError:
+        asyncio.run(main())
+    return 0

@@ -1,0 +1,198 @@
+"""The manager with an in-memory runtime: loads, failures, unloads that wait, labels, status messages."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from modelserve.config.model_config import ModelConfig, VersionPolicy
+from modelserve.core.manager import ModelManager
+from modelserve.core.signature import Signature, TensorSpec
+from modelserve.core.source import AspiredVersion
+from modelserve.core.version_state import VersionState
+from modelserve.errors import Code, InvalidArgument, NotFound
+
+SIGNATURE = Signature(
+    name="serving_default",
+    inputs={"x": TensorSpec("x", np.dtype(np.float32), (None, 1))},
+    outputs={"y": TensorSpec("y", np.dtype(np.float32), (None, 1))},
+)
+
+
+class FakeServable:
+    """Multiplies by its version number; records whether it was closed."""
+
+    platform = "fake"
+
+    def __init__(self, version: int) -> None:
+        self.version = version
+        self.closed = False
+
+    @property
+    def signatures(self) -> Mapping[str, Signature]:
+        return {"serving_default": SIGNATURE}
+
+    def predict(
+        self, signature_name: str, inputs: Mapping[str, np.ndarray], output_names: Sequence[str]
+    ) -> dict[str, np.ndarray]:
+        return {"y": inputs["x"] * self.version}
+
+    def memory_bytes(self) -> int:
+        return 1000 * self.version
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class FakeLoader:
+    """Loads FakeServables; versions listed in ``broken`` fail; ``gate`` can hold a load mid-way."""
+
+    def __init__(self, broken: set[int] | None = None) -> None:
+        self.broken = broken or set()
+        self.loaded: dict[int, FakeServable] = {}
+        self.gate: threading.Event | None = None
+
+    def __call__(self, config: ModelConfig, path: Path) -> FakeServable:
+        version = int(path.name)
+        if self.gate is not None:
+            self.gate.wait(10)
+        if version in self.broken:
+            raise InvalidArgument(f"corrupt model file in {path}")
+        servable = FakeServable(version)
+        self.loaded[version] = servable
+        return servable
+
+
+def aspired(*versions: int) -> list[AspiredVersion]:
+    return [AspiredVersion(v, Path(f"/models/m/{v}")) for v in versions]
+
+
+@pytest.fixture
+def loader() -> FakeLoader:
+    return FakeLoader()
+
+
+@pytest.fixture
+def manager(loader: FakeLoader) -> ModelManager:
+    manager = ModelManager(loader)
+    manager.set_models([ModelConfig(name="m", base_path="/models/m", version_labels={"stable": 1})])
+    yield manager
+    manager.close()
+
+
+def states(manager: ModelManager) -> dict[int, VersionState]:
+    return {s.version: s.state for s in manager.statuses("m")}
+
+
+def test_loads_aspired_versions_and_serves_the_latest(manager: ModelManager) -> None:
+    manager.set_aspired_versions("m", aspired(1, 2))
+    assert manager.wait_until_settled(10)
+    assert states(manager) == {1: VersionState.AVAILABLE, 2: VersionState.AVAILABLE}
+    with manager.get_handle("m") as handle:
+        assert handle.version == 2
+    with manager.get_handle("m", version=1) as handle:
+        assert handle.version == 1
+    with manager.get_handle("m", label="stable") as handle:
+        assert handle.version == 1
+
+
+def test_not_found_messages_match_tf_serving(manager: ModelManager) -> None:
+    manager.set_aspired_versions("m", aspired(1))
+    manager.wait_until_settled(10)
+    with pytest.raises(NotFound, match=r"^Servable not found for request: Latest\(other\)$"):
+        manager.get_handle("other")
+    with pytest.raises(NotFound, match=r"^Servable not found for request: Specific\(m, 9\)$"):
+        manager.get_handle("m", version=9)
+    with pytest.raises(NotFound, match="Unrecognized servable version label: canary"):
+        manager.get_handle("m", label="canary")
+    with pytest.raises(NotFound, match="Could not find any versions of model other"):
+        manager.statuses("other")
+
+
+def test_failed_load_reports_error_and_keeps_the_old_version(
+    loader: FakeLoader, manager: ModelManager
+) -> None:
+    loader.broken = {2}
+    manager.set_aspired_versions("m", aspired(1))
+    manager.wait_until_settled(10)
+    manager.set_aspired_versions("m", aspired(2))  # "latest" moved to a broken version
+    manager.wait_until_settled(10)
+    (failed,) = manager.statuses("m", version=2)
+    assert failed.state is VersionState.END
+    assert failed.error_code is Code.INVALID_ARGUMENT
+    assert "corrupt model file" in failed.error_message
+    with manager.get_handle("m") as handle:  # version 1 keeps serving
+        assert handle.version == 1
+
+
+def test_old_version_unloads_after_new_one_is_available(loader: FakeLoader, manager: ModelManager) -> None:
+    manager.set_aspired_versions("m", aspired(1))
+    manager.wait_until_settled(10)
+    manager.set_aspired_versions("m", aspired(2))
+    manager.wait_until_settled(10)
+    assert states(manager) == {2: VersionState.AVAILABLE, 1: VersionState.END}
+    assert loader.loaded[1].closed and not loader.loaded[2].closed
+
+
+def test_unload_waits_for_in_flight_requests(loader: FakeLoader, manager: ModelManager) -> None:
+    manager.set_aspired_versions("m", aspired(1))
+    manager.wait_until_settled(10)
+    handle = manager.get_handle("m")
+    manager.set_aspired_versions("m", [])  # nothing aspired: unload version 1
+    # The unload is blocked by our handle: the version is UNLOADING, and not closed.
+    assert not manager.wait_until_settled(0.3)
+    assert states(manager)[1] is VersionState.UNLOADING
+    assert not loader.loaded[1].closed
+    result = handle.servable.predict("serving_default", {"x": np.ones((1, 1), np.float32)}, ["y"])
+    assert result["y"][0, 0] == 1.0
+    handle.close()
+    assert manager.wait_until_settled(10)
+    assert states(manager)[1] is VersionState.END
+    assert loader.loaded[1].closed
+
+
+def test_status_transitions_are_observable(loader: FakeLoader, manager: ModelManager) -> None:
+    loader.gate = threading.Event()
+    manager.set_aspired_versions("m", aspired(1))
+    assert states(manager)[1] in (VersionState.START, VersionState.LOADING)
+    with pytest.raises(NotFound):  # not available while loading
+        manager.get_handle("m")
+    loader.gate.set()
+    manager.wait_until_settled(10)
+    assert states(manager)[1] is VersionState.AVAILABLE
+
+
+def test_one_broken_model_does_not_stop_the_others() -> None:
+    loader = FakeLoader(broken={1})
+    manager = ModelManager(loader)
+    manager.set_models([ModelConfig(name="bad", base_path="/b"), ModelConfig(name="good", base_path="/g")])
+    manager.set_aspired_versions("bad", aspired(1))
+    manager.set_aspired_versions("good", [AspiredVersion(2, Path("/g/2"))])
+    assert manager.wait_until_settled(10)
+    with manager.get_handle("good") as handle:
+        assert handle.version == 2
+    assert manager.statuses("bad")[0].error_message
+    assert not manager.is_ready()
+    manager.close()
+
+
+def test_removed_model_is_unloaded_and_forgotten(loader: FakeLoader, manager: ModelManager) -> None:
+    manager.set_aspired_versions("m", aspired(1))
+    manager.wait_until_settled(10)
+    manager.set_models([])
+    manager.wait_until_settled(10)
+    assert loader.loaded[1].closed
+    assert manager.model_names() == []
+
+
+def test_close_unloads_everything(loader: FakeLoader) -> None:
+    manager = ModelManager(loader)
+    manager.set_models([ModelConfig(name="m", base_path="/m", version_policy=VersionPolicy(kind="all"))])
+    manager.set_aspired_versions("m", aspired(1, 2))
+    manager.wait_until_settled(10)
+    manager.close()
+    assert all(s.closed for s in loader.loaded.values())
