@@ -104,10 +104,16 @@ def _absolute(model: ModelConfig, relative_to: Path) -> ModelConfig:
 
 
 def runtime_settings_from_options(options: ServerOptions) -> RuntimeSettings:
-    """TF Serving's parallelism flags apply to every runtime (0 = one thread per core)."""
+    """TF Serving's parallelism flags apply to every runtime.
+
+    Default: one intra-op thread per model call, and as many concurrent calls as cores (see
+    ``ModelServer``), so the CPU is never oversubscribed: on a loaded server, more threads per call only
+    fight the HTTP loop and each other for the same cores. Large models that run one request at a time
+    get lower latency with ``--tensorflow_intra_op_parallelism=<cores>``.
+    """
     intra = options.tensorflow_intra_op_parallelism or options.tensorflow_session_parallelism
     return RuntimeSettings(
-        intra_op_threads=intra or (os.cpu_count() or 1),
+        intra_op_threads=intra or 1,
         inter_op_threads=options.tensorflow_inter_op_parallelism,
         saved_model_tags=tuple(t.strip() for t in options.saved_model_tags.split(",") if t.strip()),
     )

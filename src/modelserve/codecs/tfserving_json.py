@@ -328,45 +328,34 @@ def _to_bytes(item: Any) -> bytes:
 # -- number formatting --------------------------------------------------------------------------------
 
 
+_SPECIAL_FLOATS = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+
+
 def format_floats(values: np.ndarray) -> list[str]:
-    """TF Serving's WriteDecimal for every element of a float array (float16/32/64), flattened."""
+    """TF Serving's WriteDecimal for every element of a float array (float16/32/64), flattened.
+
+    ``%g`` first; the round trip is checked for the whole array at once (parse back, round to the
+    element type, compare), and only the elements that lose precision are formatted again with more digits.
+    """
     flat = values.reshape(-1)
-    precise_digits = 17 if flat.dtype == np.float64 else 9
-    as_float = flat.astype(np.float64 if flat.dtype == np.float64 else np.float32, copy=False)
-    python_values = as_float.tolist()
+    is_double = flat.dtype == np.float64
+    typed = flat if is_double else flat.astype(np.float32, copy=False)
+    python_values = typed.tolist()
     texts = [f"{v:g}" for v in python_values]
-    # Round trip through the same precision (vectorised): elements that do not survive get more digits.
-    finite = np.isfinite(as_float)
-    if finite.all():
-        parsed = np.array(texts, dtype=np.float64).astype(as_float.dtype)
-        lossy = np.flatnonzero(parsed != as_float)
-    else:
-        lossy = np.array(
-            [
-                i
-                for i, v in enumerate(python_values)
-                if math.isfinite(v) and _parse(texts[i], as_float.dtype) != v
-            ],
-            dtype=np.intp,
-        )
-    for index in lossy.tolist():
-        texts[index] = f"{python_values[index]:.{precise_digits}g}"
-    for index, text in enumerate(texts):
-        if "." in text or "e" in text:
-            continue
-        if text in ("nan", "-nan"):
-            texts[index] = "NaN"
-        elif text == "inf":
-            texts[index] = "Infinity"
-        elif text == "-inf":
-            texts[index] = "-Infinity"
-        else:
-            texts[index] = text + ".0"
-    return texts
-
-
-def _parse(text: str, dtype: np.dtype) -> float:
-    return float(np.array(float(text), dtype=np.float64).astype(dtype))
+    parsed = np.array(list(map(float, texts)), dtype=np.float64)
+    if not is_double:
+        parsed = parsed.astype(np.float32)
+    with np.errstate(invalid="ignore"):
+        lossy = np.flatnonzero(parsed != typed)  # NaN is never equal: it is skipped below
+    if lossy.size:
+        digits = 17 if is_double else 9
+        for index in lossy.tolist():
+            value = python_values[index]
+            if math.isfinite(value):
+                texts[index] = f"{value:.{digits}g}"
+    return [
+        text if ("." in text or "e" in text) else _SPECIAL_FLOATS.get(text, text + ".0") for text in texts
+    ]
 
 
 def _format_strings(values: np.ndarray, as_b64: bool) -> list[str]:

@@ -70,7 +70,7 @@ def demo_requests(models: dict[str, Path]) -> list[DemoRequest]:
             {"instances": [image]},
         ),
         DemoRequest(
-            "the same in columnar format, one output only",
+            "the same in columnar format, addressed by version",
             "/v1/models/digits/versions/1:predict",
             {"inputs": {"images": [image]}},
         ),

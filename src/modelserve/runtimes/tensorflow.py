@@ -8,6 +8,7 @@ and TF1-style ones written with ``SavedModelBuilder``.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -141,6 +142,8 @@ class TensorFlowRuntime:
     def load(self, path: Path, settings: RuntimeSettings) -> TensorFlowServable:
         import psutil
 
+        # TensorFlow's C++ INFO/WARNING lines would drown the server's own log.
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         try:
             import tensorflow as tf
         except ImportError as exc:

@@ -1,0 +1,1 @@
+"""The seed's coupled architecture: every Gunicorn worker loads its own copy of the model."""
