@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -20,7 +21,6 @@ import socket
 import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
 
 from modelserve.config.model_config import ModelConfig, ServingConfig
 from modelserve.config.options import ServerOptions
@@ -30,7 +30,8 @@ from modelserve.core.manager import LoadFunction, ModelManager
 from modelserve.core.servable import RuntimeSettings, Servable
 from modelserve.core.source import FileSystemSource
 from modelserve.errors import FailedPrecondition, InvalidArgument
-from modelserve.frontends.rest.app import RestApp, RestSettings
+from modelserve.frontends.rest.handler import RestHandler, RestSettings
+from modelserve.frontends.rest.http_server import HttpServer
 from modelserve.runtimes import detect_platform, get_runtime
 
 log = logging.getLogger("modelserve.server")
@@ -59,13 +60,6 @@ _NOT_IMPLEMENTED: dict[str, str] = {
     "xla_cpu_compilation_enabled": "XLA settings are left to TensorFlow's defaults",
     "enable_signature_method_name_check": "method names are checked for classify/regress only",
 }
-
-
-@dataclass(frozen=True, slots=True)
-class _RunningRest:
-    server: Any  # uvicorn.Server, imported lazily
-    sock: socket.socket
-    main_loop: asyncio.Task[None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,7 +183,7 @@ class ModelServer:
             poll_wait_seconds=options.file_system_poll_wait_seconds,
         )
         self._stop = asyncio.Event()
-        self._rest: _RunningRest | None = None
+        self._rest: HttpServer | None = None
 
     def request_stop(self) -> None:
         """Ask ``serve`` to shut down gracefully (safe to call from a signal handler on the loop)."""
@@ -223,18 +217,20 @@ class ModelServer:
                     status.version,
                     status.error_message,
                 )
+        # Everything allocated so far (frameworks, models) lives for the whole process: move it out of
+        # the cyclic collector's reach so full collections stay short and do not stall requests.
+        gc.collect()
+        gc.freeze()
         rest_port = await self._start_rest() if self.options.rest_api_port else None
         ports = BoundPorts(rest_port=rest_port, grpc_port=None)
         self._write_ready_file(ports)
         return ports
 
     async def _start_rest(self) -> int:
-        import uvicorn
-
         # --rest_api_port=0 turns REST off (TF Serving); --ephemeral_ports asks the OS for a free port.
         port = 0 if self.options.ephemeral_ports else self.options.rest_api_port
         sock = _bind(self.options.rest_api_host, port)
-        app = RestApp(
+        handler = RestHandler(
             self.service,
             RestSettings(
                 max_body_bytes=self.options.max_request_body_bytes,
@@ -242,22 +238,8 @@ class ModelServer:
                 cors=self.options.rest_api_enable_cors_support,
             ),
         )
-        config = uvicorn.Config(
-            app,
-            loop="none",
-            http="httptools",
-            lifespan="off",
-            access_log=False,
-            log_level="warning",
-            timeout_keep_alive=75,
-            timeout_graceful_shutdown=30,
-            server_header=False,
-        )
-        config.load()
-        server = uvicorn.Server(config)
-        server.lifespan = config.lifespan_class(config)
-        await server.startup(sockets=[sock])
-        self._rest = _RunningRest(server, sock, asyncio.create_task(server.main_loop()))
+        self._rest = HttpServer(handler)
+        await self._rest.start(sock)
         bound: int = sock.getsockname()[1]
         return bound
 
@@ -274,10 +256,7 @@ class ModelServer:
     async def shutdown(self) -> None:
         log.info("shutting down: draining in-flight requests")
         if self._rest is not None:
-            rest = self._rest
-            rest.server.should_exit = True
-            await rest.main_loop
-            await rest.server.shutdown(sockets=[rest.sock])
+            await self._rest.shutdown(timeout=self.options.rest_api_timeout_in_ms / 1000 or 30.0)
         self.source.stop()
         await asyncio.to_thread(self.manager.close)
         self.service.close()

@@ -47,6 +47,17 @@ class InferenceSettings:
     timeout_seconds: float | None = 30.0
 
 
+@dataclass(frozen=True, slots=True)
+class PreparedCall:
+    """A validated request, ready to run: inline on the event loop, or on the inference threads."""
+
+    handle: ServableHandle
+    signature_name: str
+    inputs: dict[str, np.ndarray]
+    outputs: list[str]
+    inline: bool
+
+
 def validate_inputs(signature: Signature, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Check names, dtypes and shapes against ``signature``; errors name the input and both sides."""
     expected = signature.inputs
@@ -113,6 +124,39 @@ class InferenceService:
         """A ref-counted handle on the addressed version; use it in a ``with`` block."""
         return self.manager.get_handle(spec.name, spec.version, spec.label)
 
+    def prepare(
+        self,
+        handle: ServableHandle,
+        signature: Signature,
+        inputs: Mapping[str, np.ndarray],
+        output_filter: Sequence[str] | None = None,
+    ) -> PreparedCall:
+        """Validate one request; the result says whether it may run inline on the event loop."""
+        checked = validate_inputs(signature, inputs)
+        outputs = select_outputs(signature, output_filter)
+        avg = handle.avg_run_seconds
+        inline = avg is not None and avg < self.settings.inline_threshold_seconds
+        return PreparedCall(handle, signature.name, checked, outputs, inline)
+
+    def run_inline(self, call: PreparedCall) -> dict[str, np.ndarray]:
+        """Run a prepared call on the calling thread (the event loop when ``call.inline``)."""
+        return self._run(call.handle, call.signature_name, call.inputs, call.outputs)
+
+    async def run(self, call: PreparedCall, timeout_seconds: float | None = None) -> dict[str, np.ndarray]:
+        """Run a prepared call on the inference thread pool, bounded by the request's deadline."""
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(
+            self._executor, self._run, call.handle, call.signature_name, call.inputs, call.outputs
+        )
+        timeout = timeout_seconds if timeout_seconds is not None else self.settings.timeout_seconds
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            raise DeadlineExceeded(
+                f"Deadline exceeded after {(timeout or 0) * 1000:.0f} ms running model "
+                f"{call.handle.model} version {call.handle.version}"
+            ) from None
+
     async def predict(
         self,
         handle: ServableHandle,
@@ -122,21 +166,10 @@ class InferenceService:
         timeout_seconds: float | None = None,
     ) -> dict[str, np.ndarray]:
         """Validate and run one request on ``handle``'s version; returns outputs by alias."""
-        checked = validate_inputs(signature, inputs)
-        outputs = select_outputs(signature, output_filter)
-        avg = handle.avg_run_seconds
-        if avg is not None and avg < self.settings.inline_threshold_seconds:
-            return self._run(handle, signature.name, checked, outputs)
-        loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._executor, self._run, handle, signature.name, checked, outputs)
-        timeout = timeout_seconds if timeout_seconds is not None else self.settings.timeout_seconds
-        try:
-            return await asyncio.wait_for(future, timeout)
-        except TimeoutError:
-            raise DeadlineExceeded(
-                f"Deadline exceeded after {(timeout or 0) * 1000:.0f} ms running model "
-                f"{handle.model} version {handle.version}"
-            ) from None
+        call = self.prepare(handle, signature, inputs, output_filter)
+        if call.inline:
+            return self.run_inline(call)
+        return await self.run(call, timeout_seconds)
 
     @staticmethod
     def _run(

@@ -1,0 +1,160 @@
+"""TF Serving's REST API, independent of the HTTP server: (method, path, body) → (status, JSON body).
+
+Requests whose model call is cheap enough to run inline are answered synchronously, without creating a
+task or a future; the HTTP protocol awaits only the replies that need the inference threads. Every error
+is a ``ServingError`` mapped to TF Serving's HTTP status and ``{"error": ...}`` body here, at the edge.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from modelserve.codecs import tfserving_json as codec
+from modelserve.core.handle import ServableHandle
+from modelserve.core.inference import InferenceService, ModelSpec, PreparedCall
+from modelserve.core.signature import CLASSIFY_METHOD, REGRESS_METHOD
+from modelserve.errors import InvalidArgument, NotFound, ServingError
+from modelserve.frontends.rest.routes import Route, match_route
+
+log = logging.getLogger("modelserve.rest")
+
+Reply = tuple[int, bytes]
+"""HTTP status and JSON body."""
+
+PendingReply = Coroutine[Any, Any, Reply]
+
+
+@dataclass(frozen=True, slots=True)
+class RestSettings:
+    """Edge limits of the REST front-end."""
+
+    max_body_bytes: int = 64 * 1024 * 1024
+    timeout_seconds: float | None = 30.0
+    cors: bool = False
+
+
+def error_reply(error: ServingError) -> Reply:
+    return error.http_status, codec.encode_error(error.message)
+
+
+def body_too_large_reply(limit: int) -> Reply:
+    return 413, codec.encode_error(
+        f"Request body too large: the limit is {limit} bytes (--max_request_body_bytes)"
+    )
+
+
+class RestHandler:
+    """Stateless apart from its reference to the core; one instance serves every connection."""
+
+    def __init__(self, service: InferenceService, settings: RestSettings | None = None) -> None:
+        self.service = service
+        self.settings = settings or RestSettings()
+
+    def handle(self, method: str, path: str, body: bytes) -> Reply | PendingReply:
+        """A reply now, or a coroutine producing it (only when the model runs on the inference threads)."""
+        try:
+            return self._dispatch(method, path, body)
+        except ServingError as exc:
+            return error_reply(exc)
+        except Exception as exc:  # never let one request take the server down
+            log.exception("unhandled error on %s %s", method, path)
+            return 500, codec.encode_error(f"Internal error: {type(exc).__name__}: {exc}")
+
+    def _dispatch(self, method: str, path: str, body: bytes) -> Reply | PendingReply:
+        route = match_route(method, path)
+        if route is None:
+            if path[:4].lower() == "/v1/":
+                raise InvalidArgument(f"Malformed request: {method} {path}")
+            raise NotFound(f"Not found: {method} {path}")
+        if route.method == "predict":
+            return self._predict(route.spec, body)
+        if route.method in ("classify", "regress"):
+            return self._classify_or_regress(route, body)
+        if route.method == "metadata":
+            return 200, self._metadata(route.spec)
+        return 200, self._status(route.spec)
+
+    # -- predict ---------------------------------------------------------------------------------
+
+    def _predict(self, spec: ModelSpec, body: bytes) -> Reply | PendingReply:
+        request = codec.parse_predict_body(body)
+        handle = self.service.handle(spec)
+        deferred = False
+        try:
+            signature = handle.signature(request.signature_name)
+            inputs = codec.decode_predict_inputs(request, signature)
+            call = self.service.prepare(handle, signature, inputs)
+            if call.inline:
+                outputs = self.service.run_inline(call)
+                return 200, codec.encode_predict_response(outputs, request.row_format)
+            deferred = True  # the coroutine below now owns the handle
+            return self._predict_later(handle, call, request.row_format)
+        finally:
+            if not deferred:
+                handle.close()
+
+    async def _predict_later(self, handle: ServableHandle, call: PreparedCall, row_format: bool) -> Reply:
+        try:
+            outputs = await self.service.run(call, self.settings.timeout_seconds)
+            return 200, codec.encode_predict_response(outputs, row_format)
+        except ServingError as exc:
+            return error_reply(exc)
+        finally:
+            handle.close()
+
+    # -- classify / regress ----------------------------------------------------------------------
+
+    def _classify_or_regress(self, route: Route, body: bytes) -> PendingReply:
+        request = codec.parse_classify_regress_body(body)
+        classify = route.method == "classify"
+        expected_method = CLASSIFY_METHOD if classify else REGRESS_METHOD
+        handle = self.service.handle(route.spec)
+        try:
+            signature = handle.signature(request.signature_name)
+            if signature.method_name != expected_method:
+                # TF Serving's wording (servables/tensorflow/classifier.cc / regressor.cc).
+                kind = "classification" if classify else "regression"
+                raise InvalidArgument(
+                    f"Expected {kind} signature method_name to be {expected_method}. "
+                    f"Was: {signature.method_name}"
+                )
+            if len(signature.inputs) != 1:
+                raise InvalidArgument(
+                    f"Expected one input Tensor in the {route.method} signature, "
+                    f"found {len(signature.inputs)}"
+                )
+            input_name = next(iter(signature.inputs))
+            call = self.service.prepare(handle, signature, {input_name: codec.examples_to_tensor(request)})
+        except BaseException:
+            handle.close()
+            raise
+        # The coroutine owns the handle from here: it closes it when it finishes.
+        return self._classify_or_regress_later(handle, call, classify)
+
+    async def _classify_or_regress_later(
+        self, handle: ServableHandle, call: PreparedCall, classify: bool
+    ) -> Reply:
+        try:
+            outputs = await self.service.run(call, self.settings.timeout_seconds)
+            if classify:
+                return 200, codec.encode_classify_response(outputs.get("classes"), outputs.get("scores"))
+            if "outputs" not in outputs:
+                raise InvalidArgument("Expected output Tensor 'outputs' in the regression signature")
+            return 200, codec.encode_regress_response(outputs["outputs"])
+        except ServingError as exc:
+            return error_reply(exc)
+        finally:
+            handle.close()
+
+    # -- status / metadata -----------------------------------------------------------------------
+
+    def _status(self, spec: ModelSpec) -> bytes:
+        statuses = self.service.manager.statuses(spec.name, spec.version, spec.label)
+        return codec.encode_model_status(statuses)
+
+    def _metadata(self, spec: ModelSpec) -> bytes:
+        with self.service.handle(spec) as handle:
+            return codec.encode_model_metadata(handle.model, handle.version, handle.servable.signatures)

@@ -1,0 +1,312 @@
+"""The HTTP/1.1 server under the REST front-end: asyncio protocols over the httptools parser.
+
+Why not an ASGI server: for a 10 µs model call, the per-request machinery of a general server (a task,
+scope and message dicts, two awaited sends) costs more than the model. Here a request whose reply is ready
+synchronously (the handler ran the model inline) is parsed, answered and written inside one
+``data_received`` call; only replies that wait on the inference threads become tasks.
+
+Supported: keep-alive, pipelining (replies in request order), chunked request bodies, ``Expect:
+100-continue``, a body size limit enforced while reading (413, then the connection closes), idle keep-alive
+timeout, back-pressure (reading pauses while the client is not reading replies), graceful shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http
+import logging
+import socket
+import time
+from collections import deque
+from email.utils import formatdate
+from typing import cast
+from urllib.parse import unquote
+
+import httptools
+
+from modelserve.codecs.tfserving_json import encode_error
+from modelserve.frontends.rest.handler import PendingReply, Reply, RestHandler, body_too_large_reply
+
+log = logging.getLogger("modelserve.http")
+
+_STATUS_LINES = {
+    status.value: f"HTTP/1.1 {status.value} {status.phrase}\r\n".encode() for status in http.HTTPStatus
+}
+_STATUS_LINES[499] = b"HTTP/1.1 499 Client Closed Request\r\n"
+_CORS = (
+    b"access-control-allow-origin: *\r\n"
+    b"access-control-allow-methods: POST, GET\r\n"
+    b"access-control-allow-headers: Content-Type\r\n"
+)
+_MAX_PIPELINED = 16  # replies queued on one connection before we stop reading from it
+
+
+class _Clock:
+    """The ``date`` header, formatted once per second."""
+
+    def __init__(self) -> None:
+        self._second = 0
+        self._header = b""
+
+    def header(self) -> bytes:
+        now = int(time.time())
+        if now != self._second:
+            self._second = now
+            self._header = b"date: " + formatdate(now, usegmt=True).encode() + b"\r\n"
+        return self._header
+
+
+class _Slot:
+    """One reply in a connection's pipeline, in request order."""
+
+    __slots__ = ("keep_alive", "reply")
+
+    def __init__(self, reply: Reply | None, keep_alive: bool) -> None:
+        self.reply = reply
+        self.keep_alive = keep_alive
+
+
+class HttpConnection(asyncio.Protocol):
+    """One client connection; httptools calls the ``on_*`` methods while ``data_received`` runs."""
+
+    def __init__(self, server: HttpServer) -> None:
+        self._server = server
+        self._handler = server.handler
+        self._limit = server.handler.settings.max_body_bytes
+        self._transport: asyncio.Transport | None = None
+        self._parser = httptools.HttpRequestParser(self)
+        self._pipeline: deque[_Slot] = deque()
+        self._url = b""
+        self._body: list[bytes] = []
+        self._size = 0
+        self._too_large = False
+        self._in_message = False
+        self._closing = False
+        self._reading_paused = False
+        self._expect_continue = False
+        self._finished = False  # a reply with "connection: close" went out: ignore the rest
+        self.last_activity = 0.0
+
+    # -- asyncio.Protocol ------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self._transport = cast(asyncio.Transport, transport)
+        sock = self._transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.last_activity = time.monotonic()
+        self._server.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._server.connections.discard(self)
+        self._transport = None
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(400, "Protocol upgrades are not supported")
+        except httptools.HttpParserError as exc:
+            self._fail(400, f"Malformed HTTP request: {exc}")
+
+    def pause_writing(self) -> None:
+        self._pause_reading()
+
+    def resume_writing(self) -> None:
+        self._resume_reading()
+
+    # -- httptools callbacks ---------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._in_message = True
+        self._url = b""
+        self._body = []
+        self._size = 0
+        self._too_large = False
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        lowered = name.lower()
+        if lowered == b"content-length":
+            if value.isdigit() and int(value) > self._limit:
+                self._too_large = True
+        elif lowered == b"expect" and value.lower() == b"100-continue":
+            self._expect_continue = True
+
+    def on_headers_complete(self) -> None:
+        if self._too_large:
+            # Content-Length is over the limit: answer at once and close, without reading the body.
+            self._fail_with(body_too_large_reply(self._limit))
+            return
+        if self._expect_continue:
+            self._expect_continue = False
+            if not self._too_large and self._transport is not None:
+                self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def on_body(self, body: bytes) -> None:
+        if self._too_large:
+            return
+        self._size += len(body)
+        if self._size > self._limit:
+            self._too_large = True
+            self._body = []
+            return
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        self._in_message = False
+        if self._finished:
+            return
+        self.last_activity = time.monotonic()
+        keep_alive = self._parser.should_keep_alive() and not self._closing
+        if self._too_large:
+            # The client may still be sending; answer now and close rather than read it all.
+            self._enqueue(body_too_large_reply(self._limit), keep_alive=False)
+            return
+        method = self._parser.get_method().decode("ascii", "replace")
+        raw_path = self._url.split(b"?", 1)[0]
+        path = raw_path.decode("utf-8", "replace")
+        if "%" in path:
+            path = unquote(path)
+        if method == "OPTIONS" and self._handler.settings.cors:
+            self._enqueue((204, b""), keep_alive)
+            return
+        body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
+        self._body = []
+        self._enqueue(self._handler.handle(method, path, body), keep_alive)
+
+    # -- replies ---------------------------------------------------------------------------------
+
+    def _enqueue(self, reply: Reply | PendingReply, keep_alive: bool) -> None:
+        if self._finished and isinstance(reply, tuple):
+            return  # the connection is closing; a pending reply still runs, to release its model
+        if isinstance(reply, tuple):
+            if not self._pipeline:
+                self._write(reply, keep_alive)
+                return
+            self._pipeline.append(_Slot(reply, keep_alive))
+            return
+        slot = _Slot(None, keep_alive)
+        self._pipeline.append(slot)
+        task = asyncio.get_running_loop().create_task(reply)
+        self._server.tasks.add(task)
+        task.add_done_callback(lambda done: self._complete(slot, done))
+        if len(self._pipeline) >= _MAX_PIPELINED:
+            self._pause_reading()
+
+    def _complete(self, slot: _Slot, task: asyncio.Task[Reply]) -> None:
+        self._server.tasks.discard(task)
+        if task.cancelled():
+            slot.reply = (503, encode_error("The server is shutting down"))
+        elif task.exception() is not None:
+            log.error("reply failed", exc_info=task.exception())
+            slot.reply = (500, encode_error(f"Internal error: {task.exception()}"))
+        else:
+            slot.reply = task.result()
+        while self._pipeline and self._pipeline[0].reply is not None:
+            ready = self._pipeline.popleft()
+            assert ready.reply is not None
+            self._write(ready.reply, ready.keep_alive)
+        if len(self._pipeline) < _MAX_PIPELINED:
+            self._resume_reading()
+
+    def _write(self, reply: Reply, keep_alive: bool) -> None:
+        transport = self._transport
+        if transport is None or self._finished:
+            return
+        status, body = reply
+        head = (
+            _STATUS_LINES.get(status) or f"HTTP/1.1 {status} Unknown\r\n".encode(),
+            b"content-type: application/json\r\ncontent-length: ",
+            str(len(body)).encode(),
+            b"\r\n",
+            self._server.clock.header(),
+            _CORS if self._handler.settings.cors else b"",
+            b"" if keep_alive else b"connection: close\r\n",
+            b"\r\n",
+        )
+        transport.write(b"".join(head) + body)
+        if not keep_alive or (self._closing and not self._pipeline and not self._in_message):
+            transport.close()
+
+    def _fail(self, status: int, message: str) -> None:
+        self._fail_with((status, encode_error(message)))
+
+    def _fail_with(self, reply: Reply) -> None:
+        self._pipeline.clear()
+        self._write(reply, keep_alive=False)
+
+    def _pause_reading(self) -> None:
+        if not self._reading_paused and self._transport is not None:
+            self._reading_paused = True
+            self._transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        if self._reading_paused and self._transport is not None:
+            self._reading_paused = False
+            self._transport.resume_reading()
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    @property
+    def idle(self) -> bool:
+        return not self._pipeline and not self._in_message
+
+    def close_when_idle(self) -> None:
+        """Graceful close: now if idle, else after the replies in flight are written."""
+        self._closing = True
+        if self.idle and self._transport is not None:
+            self._transport.close()
+
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+
+
+class HttpServer:
+    """Accepts connections on one listening socket and serves them with ``handler``."""
+
+    def __init__(self, handler: RestHandler, keepalive_timeout: float = 75.0) -> None:
+        self.handler = handler
+        self.keepalive_timeout = keepalive_timeout
+        self.connections: set[HttpConnection] = set()
+        self.tasks: set[asyncio.Task[Reply]] = set()
+        self.clock = _Clock()
+        self._server: asyncio.AbstractServer | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+
+    async def start(self, sock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: HttpConnection(self), sock=sock, backlog=2048)
+        self._sweeper = loop.create_task(self._close_idle_connections())
+
+    async def _close_idle_connections(self) -> None:
+        while True:
+            await asyncio.sleep(min(5.0, self.keepalive_timeout))
+            deadline = time.monotonic() - self.keepalive_timeout
+            for connection in list(self.connections):
+                if connection.idle and connection.last_activity < deadline:
+                    connection.close_when_idle()
+
+    async def shutdown(self, timeout: float = 30.0) -> None:
+        """Stop accepting, finish the requests in flight (up to ``timeout``), close every connection."""
+        if self._server is not None:
+            self._server.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        for connection in list(self.connections):
+            connection.close_when_idle()
+        deadline = time.monotonic() + timeout
+        while (self.connections or self.tasks) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        for task in list(self.tasks):
+            task.cancel()
+        for connection in list(self.connections):
+            connection.abort()
+        if self._server is not None:
+            await self._server.wait_closed()
