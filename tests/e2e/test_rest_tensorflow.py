@@ -58,8 +58,8 @@ def test_classify_with_context(server: Any) -> None:
     }
     reply = post(server, ":classify", body)
     assert reply.status_code == 200, reply.text
-    # y3 = 0.5 * x2 + 4: the context's x2 for the first example, the example's own for the second.
-    assert reply.text == '{\n    "results": [[["", 6.0]], [["", 5.0]]\n    ]\n}'
+    # y3 = 0.5 * x2 + 3: the context's x2 for the first example, the example's own for the second.
+    assert reply.text == '{\n    "results": [[["", 5.0]], [["", 4.0]]\n    ]\n}'
 
 
 def test_metadata_lists_every_signature(server: Any) -> None:

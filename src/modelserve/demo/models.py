@@ -43,11 +43,14 @@ def _publish(base_path: Path, version: int, write: Callable[[Path], None]) -> Pa
     base_path.mkdir(parents=True, exist_ok=True)
     target = base_path / str(version)
     staging = Path(tempfile.mkdtemp(prefix=f".staging-{version}-", dir=base_path))
+    # mkdtemp makes it private (0700); a server running as another user must be able to read the version.
+    staging.chmod(0o755)
     try:
         write(staging)
         old = None
         if target.exists():
-            old = base_path / f".old-{version}-{os.getpid()}"
+            # Renaming onto an empty directory is allowed: a fresh one cannot collide with leftovers.
+            old = Path(tempfile.mkdtemp(prefix=f".old-{version}-", dir=base_path))
             os.replace(target, old)
         os.replace(staging, target)
         if old is not None:
@@ -214,40 +217,46 @@ def write_digits_classifier(base_path: Path, version: int = 1, seed: int = 0) ->
 def write_half_plus_two(base_path: Path, version: int = 123) -> Path:
     """TF Serving's ``saved_model_half_plus_two`` as a TF1-style SavedModel; returns the version directory.
 
-    Re-implemented after ``tensorflow_serving/servables/tensorflow/testdata/saved_model_half_plus_two.py``
-    (and TensorFlow's copy, which adds ``classify_x2_to_y3``). Variables a = 0.5, b = 2, c = 3 (a2 = 0.5,
-    c2 = 3 for the x2 path, as the original keeps them apart); ``tf_example:0`` takes serialized
-    ``tf.Example`` protos with float features ``x`` (required) and ``x2`` (default 0)::
+    Re-implemented after ``tensorflow_serving/servables/tensorflow/testdata/saved_model_half_plus_two.py``;
+    ``classify_x2_to_y3`` is in TensorFlow's checked-in copy (``cc/saved_model/testdata/half_plus_two``).
+    Variables a = 0.5, b = 2, c = 3, and a2 = 0.5, c2 = 3 for the x2 path (the original keeps them apart).
+    ``tf_example:0`` (string, unknown rank) takes serialized ``tf.Example`` protos with float features
+    ``x`` (required) and ``x2`` (optional, default 0)::
 
-        serving_default    predict   x:0 -> y:0                 y  = 0.5·x + 2
-        classify_x_to_y    classify  tf_example:0 -> scores y:0
-        regress_x_to_y     regress   tf_example:0 -> outputs y:0
-        regress_x_to_y2    regress   tf_example:0 -> outputs y2:0   y2 = 0.5·x + 3
-        regress_x2_to_y3   regress   tf_example:0 -> outputs y3:0   y3 = 0.5·x2 + 3
-        classify_x2_to_y3  classify  tf_example:0 -> scores y3:0
+        signature          method    input -> output            shape    computes
+        serving_default    predict   x:0 -> y:0                 [-1]     y  = 0.5·x + 2
+        classify_x_to_y    classify  tf_example:0 -> scores     [-1]     y:0
+        regress_x_to_y     regress   tf_example:0 -> outputs    [-1]     y:0
+        regress_x_to_y2    regress   tf_example:0 -> outputs    [-1]     y2 = 0.5·x + 3
+        regress_x2_to_y3   regress   tf_example:0 -> outputs    [-1, 1]  y3 = 0.5·x2 + 3
+        classify_x2_to_y3  classify  tf_example:0 -> scores     [-1, 1]  y3:0
 
-    Two deliberate differences from the original, both so that our shape-checking server answers the
+    Two deliberate differences from the original, both so that a server that checks shapes answers the
     requests TF Serving's documentation shows:
 
-    - ``x:0`` is a float [-1] placeholder whose default is ``x`` parsed from the examples (the original's
-      ``x:0`` is the parsed [-1, 1] tensor, which TF1 sessions let callers feed at any shape). So ``y:0``
-      and ``y2:0`` are [-1] and ``{"instances": [1.0, 2.0, 5.0]}`` gives ``[2.5, 3.0, 4.5]``.
-    - the x2 signatures take ``tf_example:0`` (the original feeds ``x2:0`` directly), so that the
+    - ``x:0`` is a float [-1] placeholder whose default is ``x`` parsed from the examples; the original's
+      ``x:0`` is the parsed [-1, 1] tensor, which TF1 sessions let callers feed at any shape. So ``y:0``
+      and ``y2:0`` are [-1] (not [-1, 1]) and ``{"instances": [1.0, 2.0, 5.0]}`` gives ``[2.5, 3.0, 4.5]``.
+    - the x2 signatures take ``tf_example:0`` (the original's take ``x2:0``, a float tensor), so that the
       classify and regress APIs, which always send serialized examples, can run them.
 
     No asset file is written (the original's exercises asset loading, which no server feature needs).
     """
-    try:
-        import tensorflow as tf
-    except ImportError as exc:
-        raise FailedPrecondition(
-            "half_plus_two needs TensorFlow: pip install 'modelserve[tensorflow]'"
-        ) from exc
+    if not tensorflow_available():
+        raise FailedPrecondition("half_plus_two needs TensorFlow: pip install 'modelserve[tensorflow]'")
+    import tensorflow as tf
 
     def write(staging: Path) -> None:
         # SavedModelBuilder insists on creating the export directory itself.
         export_dir = staging / "saved_model"
-        _build_half_plus_two(tf, export_dir)
+        tf_log = logging.getLogger("tensorflow")
+        level = tf_log.level
+        # The v1 API's deprecation notices and "SavedModel written to" lines are noise for demo users.
+        tf_log.setLevel(logging.ERROR)
+        try:
+            _build_half_plus_two(tf, export_dir)
+        finally:
+            tf_log.setLevel(level)
         for child in export_dir.iterdir():
             os.replace(child, staging / child.name)
         export_dir.rmdir()
@@ -282,7 +291,8 @@ def _build_half_plus_two(tf: Any, export_dir: Path) -> None:
         x = v1.placeholder_with_default(tf.reshape(features["x"], [-1]), shape=[None], name="x")
         y = tf.identity(a * x + b, name="y")
         y2 = tf.identity(a * x + c, name="y2")
-        x2 = tf.identity(features["x2"], name="x2")
+        # ParseExampleV2 cannot tell the batch rank from an unknown-rank input; the original's x2 is [-1, 1].
+        x2 = tf.reshape(features["x2"], [-1, 1], name="x2")
         y3 = tf.identity(a2 * x2 + c2, name="y3")
         session.run(v1.global_variables_initializer())
 
@@ -297,6 +307,9 @@ def _build_half_plus_two(tf: Any, export_dir: Path) -> None:
         builder.add_meta_graph_and_variables(
             session,
             [v1.saved_model.tag_constants.SERVING],
+            # The builder's default (sharded) saver initialises TensorFlow's eager runtime, after which the
+            # thread pools can no longer be sized: ``modelserve demo`` serves from this same process.
+            saver=v1.train.Saver(sharded=False, allow_empty=True),
             signature_def_map={
                 "serving_default": signature({"x": x}, {"y": y}, predict),
                 "classify_x_to_y": signature(examples, {"scores": y}, classify),
@@ -312,6 +325,8 @@ def _build_half_plus_two(tf: Any, export_dir: Path) -> None:
 
 def tensorflow_available() -> bool:
     """Whether TensorFlow imports (half_plus_two and the SavedModel runtime need it)."""
+    # As the runtime does: TensorFlow's C++ INFO lines would drown the demo's output.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         import tensorflow  # noqa: F401
     except ImportError:
