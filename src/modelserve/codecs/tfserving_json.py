@@ -1,25 +1,25 @@
-"""TF Serving's REST JSON (``util/json_tensor.cc``): requests -> numpy, numpy -> byte-identical responses.
+"""TF Serving's REST JSON (``tensorflow_serving/util/json_tensor.cc``): request bodies -> numpy, numpy ->
+response bodies byte-identical to TF Serving's.
 
-Decoding follows TF Serving's rules: ``instances`` (row format, every input shares dim 0) or ``inputs``
-(columnar), ``{"b64": ...}`` for binary strings, ``NaN``/``Infinity`` accepted, JSON integers only for
-integer inputs, numbers only for float inputs.
+Requests: ``:predict`` takes ``instances`` (row format: one value, or one ``{input: value}`` object, per
+batch item) or ``inputs`` (columnar: one value, or an ``{input: tensor}`` object); ``:classify`` and
+``:regress`` take ``examples`` (plus an optional ``context``) that become serialized ``tf.Example``\\ s.
+Checks happen in TF Serving's order, so a bad request gets the error TF Serving would give first: JSON syntax
+and ``signature_name`` while parsing, then (after the front-end resolved model and signature) the
+``instances``/``inputs`` structure and the values. Messages are TF Serving's own texts.
 
-Encoding reproduces what TF Serving's RapidJSON PrettyWriter prints, byte for byte:
-
-- floats: ``%g`` (six significant digits) when that round-trips, else ``%.9g`` (float32, float16) or
-  ``%.17g`` (float64); ``.0`` appended to whole numbers written without exponent; ``NaN``, ``Infinity``,
-  ``-Infinity`` as bare tokens;
-- layout: 4-space indentation; row-format items on one line
-  (``"predictions": [[1.0, 2.0], [3.0, 4.0]\\n    ]``), columnar tensors one value per line;
-- output names ending in ``_bytes`` come back as ``{"b64": ...}``.
+Responses are RapidJSON ``PrettyWriter`` output (see `rapidjson_text`) with TF Serving's number formatting
+(see `json_numbers`): ``{"predictions": [...]}`` for row requests, ``{"outputs": ...}`` for columnar ones,
+``{"results": ...}`` for classify/regress (the docs say ``result``; the code and the server say ``results``),
+``{"error": ...}`` for errors. Several outputs are written in name order: TF Serving iterates a protobuf map,
+whose order is unspecified. Status and metadata JSON live in `tfserving_status`.
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
 import json
-import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -28,418 +28,256 @@ import numpy as np
 import orjson
 
 from modelserve.codecs import tfserving_status
+from modelserve.codecs.json_numbers import compact_json, float_tokens
+from modelserve.codecs.rapidjson_text import (
+    b64_object,
+    indent,
+    json_string,
+    multi_line,
+    rows,
+    single_line,
+    tokens_multi_line,
+    tokens_single_line,
+    value_text,
+)
+from modelserve.codecs.tensor_values import instances_to_tensors, is_b64, shape_text, to_tensor
+from modelserve.codecs.tf_dtypes import tf_type_name, tf_type_string
+from modelserve.codecs.tf_example_json import example_from_json
 from modelserve.core.signature import Signature
 from modelserve.errors import InvalidArgument
 
 encode_model_status = tfserving_status.encode_model_status
 encode_model_metadata = tfserving_status.encode_model_metadata
 
-_INDENT = "    "
-_B64 = "b64"
+__all__ = [
+    "ExamplesBody",
+    "PredictBody",
+    "decode_predict_inputs",
+    "encode_classify_response",
+    "encode_error",
+    "encode_model_metadata",
+    "encode_model_status",
+    "encode_predict_response",
+    "encode_regress_response",
+    "examples_to_tensor",
+    "parse_classify_regress_body",
+    "parse_predict_body",
+]
+
 _BYTES_SUFFIX = "_bytes"
 
+# -- JSON syntax ---------------------------------------------------------------------------------------------
 
-# -- request parsing ----------------------------------------------------------------------------------
+# RapidJSON's GetParseError_En texts for the errors Python's json module reports (TF appends the offset).
+_PARSE_ERRORS = {
+    "Expecting value": "Invalid value.",
+    "Extra data": "The document root must not be followed by other values.",
+    "Expecting property name enclosed in double quotes": "Missing a name for object member.",
+    "Expecting ':' delimiter": "Missing a colon after a name of object member.",
+    "Unterminated string starting at": "Missing a closing quotation mark in string.",
+    "Invalid control character at": "Invalid encoding in string.",
+    "Invalid \\escape": "Invalid escape character in string.",
+    "Invalid \\uXXXX escape": "Incorrect hex digit after \\u escape in string.",
+}
+_INF_TOKEN = re.compile(r"-?Inf(?!inity)")
+
+
+def _container_at(text: str, position: int) -> str:
+    """The innermost bracket open at ``position`` (``[`` or ``{``), skipping strings."""
+    stack: list[str] = []
+    in_string = escaped = False
+    for ch in text[:position]:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            stack.append(ch)
+        elif ch in "]}" and stack:
+            stack.pop()
+    return stack[-1] if stack else ""
+
+
+def _parse_error(text: str, reason: str, position: int) -> InvalidArgument:
+    """RapidJSON's message for the error Python's json module found at ``position`` (a str index)."""
+    offset = len(text[:position].encode("utf-8", "surrogateescape"))
+    if reason == "Expecting value" and not text[position:].strip() and not text[:position].strip():
+        return InvalidArgument(f"JSON Parse error: The document is empty. at offset: {offset}")
+    if reason == "Expecting ',' delimiter":
+        closer = "]" if _container_at(text, position) == "[" else "}"
+        what = "an array element" if closer == "]" else "an object member"
+        message = f"Missing a comma or '{closer}' after {what}."
+    else:
+        message = _PARSE_ERRORS.get(reason, "Invalid value.")
+    if message.startswith("Missing a closing quotation"):
+        offset = len(text.encode("utf-8", "surrogateescape"))
+    return InvalidArgument(f"JSON Parse error: {message} at offset: {offset}")
 
 
 def _loads(body: bytes) -> Any:
-    """Parse JSON; orjson for speed, the stdlib only for NaN/Infinity (which orjson rejects)."""
+    """Parse a request body: orjson when it can, else the stdlib (NaN/Infinity, invalid UTF-8)."""
     if not body:
         raise InvalidArgument("JSON Parse error: The document is empty")
     try:
         return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
+    except orjson.JSONDecodeError:
+        pass
+    # RapidJSON (kParseNanAndInfFlag) also reads NaN, Infinity, Inf with signs, and copies invalid UTF-8.
+    text = original = body.decode("utf-8", "surrogateescape")
+    spelled_out: list[int] = []  # where "inity" was inserted, to report offsets in the original body
+    for _ in range(64):
         try:
-            return json.loads(body)  # accepts NaN, Infinity, -Infinity like RapidJSON's kParseNanAndInfFlag
-        except (ValueError, UnicodeDecodeError):
-            raise InvalidArgument(f"JSON Parse error: {exc}") from None
+            return json.loads(text)
+        except json.JSONDecodeError as error:
+            inf = _INF_TOKEN.match(text, error.pos)  # "Inf" where a value belongs: spell it out, retry
+            if inf is None:
+                shift = 5 * sum(1 for at in spelled_out if at <= error.pos)
+                raise _parse_error(original, error.msg, error.pos - shift) from None
+            spelled_out.append(inf.end())
+            text = text[: inf.end()] + "inity" + text[inf.end() :]
+    raise InvalidArgument("JSON Parse error: Invalid value.")
 
 
-def _json_text(value: Any) -> str:
-    try:
-        return orjson.dumps(value).decode()
-    except TypeError:
-        return json.dumps(value)
-
-
-def _parse_object(body: bytes) -> dict[str, Any]:
+def _document(body: bytes) -> dict[str, Any]:
+    """ParseJson + FillSignature: a JSON object whose ``signature_name``, if any, is a string."""
     document = _loads(body)
-    if not isinstance(document, dict):
-        raise InvalidArgument(f"JSON Value: {_json_text(document)} Is not object")
+    if type(document) is not dict:
+        raise InvalidArgument(f"JSON Value: {value_text(document)} Is not object")
     signature_name = document.get("signature_name")
-    if signature_name is not None and not isinstance(signature_name, str):
+    if "signature_name" in document and type(signature_name) is not str:
         raise InvalidArgument(
-            f"JSON Value: {_json_text(document)} not formatted correctly. "
+            f"JSON Value: {value_text(document)} not formatted correctly. "
             "'signature_name' key must be a string value."
         )
     return document
 
 
+# -- predict -------------------------------------------------------------------------------------------------
+
+
 @dataclass(frozen=True, slots=True)
 class PredictBody:
-    """A parsed ``:predict`` body, before the signature (and so the input dtypes) is known."""
+    """A parsed ``:predict`` body, before the signature (and so the input dtypes) is known.
+
+    ``problem`` is a structural error TF Serving reports only after resolving model and signature (so a
+    request for a missing model says so first); `decode_predict_inputs` raises it. ``may_have_bools`` is
+    False when the body has no ``true``/``false`` anywhere, so numeric inputs can skip per-element checks.
+    """
 
     signature_name: str | None
     row_format: bool  # True for "instances", False for "inputs"
-    payload: Any
+    payload: Any  # the raw JSON value of instances/inputs
+    problem: str | None = None
+    may_have_bools: bool = True
 
 
 def parse_predict_body(body: bytes) -> PredictBody:
-    """Parse a ``:predict`` body; malformed JSON or a missing/duplicated tensor key is InvalidArgument."""
-    document = _parse_object(body)
-    has_instances = "instances" in document
+    """Parse a ``:predict`` body; malformed JSON or a non-string ``signature_name`` is InvalidArgument."""
+    document = _document(body)
+    signature_name = document.get("signature_name")
+    # A numeric body's only 'u' and 'l' are in true/false/null, and looking for one byte is cheap.
+    may_have_bools = (b"u" in body or b"l" in body) and (b"true" in body or b"false" in body)
+    instances = document.get("instances")
     has_inputs = "inputs" in document
-    if has_instances and has_inputs:
-        raise InvalidArgument(
-            f"JSON Value: {_json_text(document)} Not formatted correctly expecting only one of "
-            "'inputs' or 'instances' keys to exist "
-        )
-    if has_instances:
-        instances = document["instances"]
-        if not isinstance(instances, list):
-            raise InvalidArgument(
-                f"JSON Value: {_json_text(document)} Excepting 'instances' to be an list/array"
-            )
-        if not instances:
-            raise InvalidArgument(f"JSON Value: {_json_text(document)} No values in 'instances' array")
-        return PredictBody(document.get("signature_name"), True, instances)
+    problem = None
+    if "instances" in document:
+        if has_inputs:
+            problem = "Not formatted correctly expecting only one of 'inputs' or 'instances' keys to exist "
+        elif type(instances) is not list:
+            problem = "Excepting 'instances' to be an list/array"  # sic
+        elif not instances:
+            problem = "No values in 'instances' array"
+        if problem is None:
+            return PredictBody(signature_name, True, instances, None, may_have_bools)
+        return PredictBody(signature_name, True, None, f"JSON Value: {value_text(document)} {problem}")
     if has_inputs:
-        return PredictBody(document.get("signature_name"), False, document["inputs"])
-    raise InvalidArgument("Missing 'inputs' or 'instances' key")
-
-
-def _is_b64(value: Any) -> bool:
-    return isinstance(value, dict) and len(value) == 1 and isinstance(value.get(_B64), str)
-
-
-def _is_named_object(value: Any) -> bool:
-    return isinstance(value, dict) and not _is_b64(value)
+        return PredictBody(signature_name, False, document["inputs"], None, may_have_bools)
+    return PredictBody(signature_name, False, None, "Missing 'inputs' or 'instances' key")
 
 
 def decode_predict_inputs(body: PredictBody, signature: Signature) -> dict[str, np.ndarray]:
-    """The request's tensors as numpy arrays with the signature's dtypes, keyed by input name."""
+    """The request's tensors with the signature's dtypes, keyed by input name.
+
+    Shapes are not checked against the signature here (the core does that), but every tensor is dense:
+    ragged lists, wrong names and wrong value types are InvalidArgument with TF Serving's message.
+    """
     inputs = signature.inputs
     if not inputs:
-        raise InvalidArgument(f"Failed to get input map for signature: {signature.name}")
+        raise InvalidArgument(f"Failed to get input map for signature: {body.signature_name or 'DEFAULT'}")
+    if body.problem is not None:
+        raise InvalidArgument(body.problem)
     if body.row_format:
-        return _decode_instances(body.payload, signature)
+        return instances_to_tensors(body.payload, inputs, body.may_have_bools)
     payload = body.payload
-    if not _is_named_object(payload):
+    if type(payload) is not dict or is_b64(payload):
         if len(inputs) > 1:
             raise InvalidArgument(
-                "inputs is a plain value/list, but expecting an object as multiple input tensors "
-                "required as per tensorinfo_map"
+                "inputs is a plain value/list, but expecting an object as multiple input tensors required "
+                "as per tensorinfo_map"
             )
-        name = next(iter(inputs))
-        return {name: to_array(payload, inputs[name].dtype)}
-    tensors: dict[str, np.ndarray] = {}
-    for name, spec in inputs.items():
+        ((name, spec),) = inputs.items()
+        return {name: to_tensor(payload, spec.dtype, body.may_have_bools)}
+    tensors = {}
+    for name in sorted(inputs):
         if name not in payload:
             raise InvalidArgument(f"Missing named input: {name} in 'inputs' object.")
-        tensors[name] = to_array(payload[name], spec.dtype)
+        tensors[name] = to_tensor(payload[name], inputs[name].dtype, body.may_have_bools)
     return tensors
 
 
-def _decode_instances(instances: list[Any], signature: Signature) -> dict[str, np.ndarray]:
-    inputs = signature.inputs
-    objects = _is_named_object(instances[0])
-    if not objects and len(inputs) > 1:
-        raise InvalidArgument(
-            "instances is a plain list, but expecting list of objects as multiple input tensors "
-            "required as per tensorinfo_map"
-        )
-    if not objects:
-        for index, item in enumerate(instances):
-            if _is_named_object(item):
-                raise InvalidArgument(f"Expecting value/list but got object at item {index} of input list")
-        name = next(iter(inputs))
-        return {name: _stack(instances, name, inputs[name].dtype)}
-    columns: dict[str, list[Any]] = {name: [] for name in inputs}
-    expected = set(inputs)
-    for index, item in enumerate(instances):
-        if not _is_named_object(item):
-            raise InvalidArgument(f"Expecting object but got list at item {index} of input list")
-        for key in item:
-            if key not in inputs:
-                raise InvalidArgument(
-                    f"Failed to process element: {index} key: {key} of 'instances' list. "
-                    f"Error: Invalid argument: JSON object: does not have named input: {key}"
-                )
-        if set(item) != expected:
-            raise InvalidArgument(
-                f"Failed to process element: {index} of 'instances' list. JSON object: "
-                f"{_json_text(item)} keys must be equal to: {','.join(sorted(expected))}"
-            )
-        for name in inputs:
-            columns[name].append(item[name])
-    return {name: _stack(values, name, inputs[name].dtype) for name, values in columns.items()}
+def _string_tokens(name: str, values: np.ndarray, depth: int) -> list[bytes]:
+    """DT_STRING elements: JSON strings, or ``{"b64": ...}`` objects for outputs named ``*_bytes``."""
+    raw = [item if type(item) is bytes else str(item).encode() for item in values.reshape(-1).tolist()]
+    if name.endswith(_BYTES_SUFFIX):
+        return [b64_object(base64.b64encode(item), depth) for item in raw]
+    return [json_string(item) for item in raw]
 
 
-def _stack(items: list[Any], name: str, dtype: np.dtype) -> np.ndarray:
-    """Stack row-format items into one tensor; every item must have the same shape."""
-    try:
-        return to_array(items, dtype)
-    except InvalidArgument as error:
-        # Find the first item whose shape differs, for TF Serving's "element N" message.
-        first = _shape_of(items[0])
-        for index, item in enumerate(items[1:], start=1):
-            shape = _shape_of(item)
-            if shape != first:
-                raise InvalidArgument(
-                    f"Failed to process element: {index} of 'instances' list. Error: Invalid argument: "
-                    f"Expecting shape {_shape_text(first)} but got: {_shape_text(shape)}"
-                ) from None
-        raise error
+def _check_writable(tensor: np.ndarray) -> None:
+    if tensor.dtype.kind not in "fiubOSU":
+        raise InvalidArgument(f"Failed to write JSON value for tensor type: {tf_type_string(tensor.dtype)}")
 
 
-def _shape_of(value: Any) -> tuple[int, ...]:
-    shape: list[int] = []
-    while isinstance(value, list):
-        shape.append(len(value))
-        if not value:
-            break
-        value = value[0]
-    return tuple(shape)
+def _row_texts(name: str, tensor: np.ndarray, depth: int) -> list[bytes]:
+    """Each dim-0 slice in single-line format; ``depth`` is where the slice's values sit."""
+    if tensor.dtype.kind in "OSU" or tensor.size == 0:
+        tokens = _string_tokens(name, tensor, depth + tensor.ndim - 1)
+        step = len(tokens) // tensor.shape[0] if tensor.shape[0] else 0
+        return [
+            tokens_single_line(tokens[i * step : (i + 1) * step], tensor.shape[1:])
+            for i in range(tensor.shape[0])
+        ]
+    return rows(compact_json(tensor), tensor.ndim)
 
 
-def _shape_text(shape: tuple[int, ...]) -> str:
-    return "[" + ",".join(str(d) for d in shape) + "]"
-
-
-def to_array(value: Any, dtype: np.dtype) -> np.ndarray:
-    """Convert a JSON value (scalar or nested lists) to an array of ``dtype`` with TF Serving's type rules."""
-    if dtype == np.dtype(object):
-        return _to_string_array(value)
-    try:
-        array = np.asarray(value)
-    except ValueError:
-        raise InvalidArgument(
-            f"JSON Value: {_json_text(value)[:200]} is ragged: every list at the same level must have "
-            "the same length"
-        ) from None
-    kind = array.dtype.kind
-    if kind == "O" or kind in "US":
-        bad = _first_offending(value, dtype)
-        raise InvalidArgument(
-            f"JSON Value: {_json_text(bad)} Type: {_json_type(bad)} is not of expected type: "
-            f"{_tf_name(dtype)}"
-        )
-    target = dtype.kind
-    if target == "b":
-        ok = kind == "b"
-    elif target in "iu":
-        ok = kind in "iu"
-    else:  # float
-        ok = kind in "iuf"
-    if not ok:
-        bad = _first_offending(value, dtype)
-        raise InvalidArgument(
-            f"JSON Value: {_json_text(bad)} Type: {_json_type(bad)} is not of expected type: "
-            f"{_tf_name(dtype)}"
-        )
-    if target in "iu" and array.size:
-        info = np.iinfo(dtype)
-        if array.min() < info.min or array.max() > info.max:
-            raise InvalidArgument(f"JSON Value out of range for type {_tf_name(dtype)}")
-    return array.astype(dtype, copy=False)
-
-
-def _first_offending(value: Any, dtype: np.dtype) -> Any:
-    """The first leaf whose JSON type does not fit ``dtype`` (for the error message)."""
-    stack = [value]
-    while stack:
-        item = stack.pop(0)
-        if isinstance(item, list):
-            stack = list(item) + stack
-            continue
-        if dtype.kind == "b" and not isinstance(item, bool):
-            return item
-        if dtype.kind in "iu" and (isinstance(item, bool) or not isinstance(item, int)):
-            return item
-        if dtype.kind == "f" and (isinstance(item, bool) or not isinstance(item, (int, float))):
-            return item
-    return value
-
-
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "Null"
-    if value is True:
-        return "True"
-    if value is False:
-        return "False"
-    if isinstance(value, dict):
-        return "Object"
-    if isinstance(value, list):
-        return "Array"
-    if isinstance(value, str):
-        return "String"
-    return "Number"
-
-
-def _tf_name(dtype: np.dtype) -> str:
-    from modelserve.codecs.tf_dtypes import tf_type_name
-
-    return tf_type_name(dtype).removeprefix("DT_").lower()
-
-
-def _to_string_array(value: Any) -> np.ndarray:
-    shape = _shape_of(value)
-    flat: list[bytes] = []
-
-    def walk(item: Any, level: int) -> None:
-        if isinstance(item, list):
-            if level >= len(shape) or len(item) != shape[level]:
-                raise InvalidArgument(
-                    f"Encountered list at unexpected size: {len(item)} at level: {level} expected size: "
-                    f"{shape[level] if level < len(shape) else 0}"
-                )
-            for element in item:
-                walk(element, level + 1)
-            return
-        if level != len(shape):
-            raise InvalidArgument(
-                f"JSON Value: {_json_text(item)} found at incorrect level: {level + 1} in the JSON DOM. "
-                f"Expected at level: {len(shape)}"
-            )
-        flat.append(_to_bytes(item))
-
-    walk(value, 0)
-    array = np.empty(len(flat), dtype=object)
-    array[:] = flat
-    return array.reshape(shape)
-
-
-def _to_bytes(item: Any) -> bytes:
-    if isinstance(item, str):
-        return item.encode()
-    if _is_b64(item):
-        try:
-            return base64.b64decode(item[_B64], validate=True)
-        except (binascii.Error, ValueError):
-            raise InvalidArgument("Unable to base64 decode") from None
-    if isinstance(item, dict):
-        raise InvalidArgument(f"JSON Value: {_json_text(item)} not formatted correctly for base64 data")
-    raise InvalidArgument(
-        f"JSON Value: {_json_text(item)} Type: {_json_type(item)} is not of expected type: string"
-    )
-
-
-# -- number formatting --------------------------------------------------------------------------------
-
-
-_SPECIAL_FLOATS = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
-
-
-def format_floats(values: np.ndarray) -> list[str]:
-    """TF Serving's WriteDecimal for every element of a float array (float16/32/64), flattened.
-
-    ``%g`` first; the round trip is checked for the whole array at once (parse back, round to the
-    element type, compare), and only the elements that lose precision are formatted again with more digits.
-    """
-    flat = values.reshape(-1)
-    is_double = flat.dtype == np.float64
-    typed = flat if is_double else flat.astype(np.float32, copy=False)
-    python_values = typed.tolist()
-    texts = [f"{v:g}" for v in python_values]
-    parsed = np.array(list(map(float, texts)), dtype=np.float64)
-    if not is_double:
-        parsed = parsed.astype(np.float32)
-    with np.errstate(invalid="ignore"):
-        lossy = np.flatnonzero(parsed != typed)  # NaN is never equal: it is skipped below
-    if lossy.size:
-        digits = 17 if is_double else 9
-        for index in lossy.tolist():
-            value = python_values[index]
-            if math.isfinite(value):
-                texts[index] = f"{value:.{digits}g}"
-    return [
-        text if ("." in text or "e" in text) else _SPECIAL_FLOATS.get(text, text + ".0") for text in texts
-    ]
-
-
-def _format_strings(values: np.ndarray, as_b64: bool) -> list[str]:
-    out: list[str] = []
-    for item in values.reshape(-1).tolist():
-        raw = item if isinstance(item, bytes) else str(item).encode()
-        if as_b64:
-            out.append('{"b64": ' + _string(base64.b64encode(raw).decode()) + "}")
-        else:
-            out.append(_string(raw.decode("utf-8", errors="replace")))
-    return out
-
-
-def _string(text: str) -> str:
-    return orjson.dumps(text).decode()
-
-
-def format_values(name: str, values: np.ndarray) -> list[str]:
-    """Every element of one output tensor as TF Serving writes it, flattened in row-major order."""
-    kind = values.dtype.kind
-    if kind == "f":
-        return format_floats(values)
-    if kind == "b":
-        return ["true" if v else "false" for v in values.reshape(-1).tolist()]
-    if kind in "iu":
-        return [str(v) for v in values.reshape(-1).tolist()]
-    if kind in "OSU":
-        return _format_strings(values, as_b64=name.endswith(_BYTES_SUFFIX))
-    raise InvalidArgument(f"Failed to write JSON value for tensor type: {values.dtype}")
-
-
-# -- layout (RapidJSON PrettyWriter) -------------------------------------------------------------------
-
-
-def _single_line(texts: list[str], shape: tuple[int, ...], offset: int) -> tuple[str, int]:
-    """A (sub)tensor on one line: ``[[1.0, 2.0], [3.0, 4.0]]``; returns the text and the next offset."""
-    if not shape:
-        return texts[offset], offset + 1
-    if len(shape) == 1:
-        count = shape[0]
-        return "[" + ", ".join(texts[offset : offset + count]) + "]", offset + count
-    parts = []
-    for _ in range(shape[0]):
-        part, offset = _single_line(texts, shape[1:], offset)
-        parts.append(part)
-    return "[" + ", ".join(parts) + "]", offset
-
-
-def _multi_line(texts: list[str], shape: tuple[int, ...], offset: int, depth: int) -> tuple[str, int]:
-    """A (sub)tensor with one element per line, indented as PrettyWriter does at nesting ``depth``."""
-    if not shape:
-        return texts[offset], offset + 1
-    if shape[0] == 0:
-        return "[]", offset
-    inner = "\n" + _INDENT * (depth + 1)
-    parts = []
-    for _ in range(shape[0]):
-        part, offset = _multi_line(texts, shape[1:], offset, depth + 1)
-        parts.append(part)
-    return "[" + inner + ("," + inner).join(parts) + "\n" + _INDENT * depth + "]", offset
+def _columnar_text(name: str, tensor: np.ndarray, depth: int) -> bytes:
+    """A whole tensor in the default format, opened at ``depth``."""
+    if tensor.dtype.kind in "OSU":
+        return tokens_multi_line(_string_tokens(name, tensor, depth + tensor.ndim), tensor.shape, depth)
+    if tensor.size == 0:
+        return tokens_multi_line([], tensor.shape, depth)
+    return multi_line(compact_json(tensor), tensor.ndim, depth)
 
 
 def encode_predict_response(outputs: Mapping[str, np.ndarray], row_format: bool) -> bytes:
-    """``{"predictions": ...}`` (row) or ``{"outputs": ...}`` (columnar), as TF Serving prints them.
-
-    Several outputs are written in name order (TF Serving iterates a protobuf map).
-    """
+    """``{"predictions": ...}`` (row) or ``{"outputs": ...}`` (columnar), byte-identical to TF Serving."""
     if not outputs:
         raise InvalidArgument("Cannot convert empty tensor map to JSON")
     names = sorted(outputs)
-    if row_format:
-        return _encode_rows(names, outputs).encode()
-    if len(names) == 1:
-        name = names[0]
-        text, _ = _multi_line(format_values(name, outputs[name]), outputs[name].shape, 0, 1)
-        return ('{\n    "outputs": ' + text + "\n}").encode()
-    members = []
-    for name in names:
-        text, _ = _multi_line(format_values(name, outputs[name]), outputs[name].shape, 0, 2)
-        members.append("\n" + _INDENT * 2 + _string(name) + ": " + text)
-    return ('{\n    "outputs": {' + ",".join(members) + "\n    }\n}").encode()
-
-
-def _encode_rows(names: list[str], outputs: Mapping[str, np.ndarray]) -> str:
+    if not row_format:
+        for name in names:
+            _check_writable(outputs[name])
+        if len(names) == 1:
+            return b'{\n    "outputs": ' + _columnar_text(names[0], outputs[names[0]], 1) + b"\n}"
+        members = (
+            indent(2) + json_string(name) + b": " + _columnar_text(name, outputs[name], 2) for name in names
+        )
+        return b'{\n    "outputs": {' + b",".join(members) + b"\n    }\n}"
     batch = -1
     for name in names:
         shape = outputs[name].shape
@@ -450,158 +288,141 @@ def _encode_rows(names: list[str], outputs: Mapping[str, np.ndarray]) -> str:
                 f"Tensor name: {name} has inconsistent batch size: {shape[0]} expecting: {batch}"
             )
         batch = shape[0]
-    columns = {name: format_values(name, outputs[name]) for name in names}
-    offsets = dict.fromkeys(names, 0)
-    items = []
-    for _ in range(batch):
-        members = []
-        for name in names:
-            text, offsets[name] = _single_line(columns[name], outputs[name].shape[1:], offsets[name])
-            members.append((name, text))
-        if len(names) == 1:
-            items.append(members[0][1])
-        else:
-            body = ",".join("\n" + _INDENT * 3 + _string(n) + ": " + t for n, t in members)
-            items.append("{" + body + "\n" + _INDENT * 2 + "}")
-    if batch <= 0:
-        return '{\n    "predictions": []\n}'
+    for name in names:  # TF Serving checks every batch size before it writes anything
+        _check_writable(outputs[name])
+    if batch == 0:
+        return b'{\n    "predictions": []\n}'
     if len(names) == 1:
-        return '{\n    "predictions": [' + ", ".join(items) + "\n    ]\n}"
-    return '{\n    "predictions": [' + ",".join("\n" + _INDENT * 2 + i for i in items) + "\n    ]\n}"
+        tensor = outputs[names[0]]
+        if tensor.dtype.kind in "OSU":
+            text = b", ".join(_row_texts(names[0], tensor, 2))
+        else:
+            text = single_line(compact_json(tensor))[1:-1]
+        return b'{\n    "predictions": [' + text + b"\n    ]\n}"
+    keys = [indent(3) + json_string(name) + b": " for name in names]
+    columns = [_row_texts(name, outputs[name], 3) for name in names]
+    items = (
+        indent(2)
+        + b"{"
+        + b",".join(key + column[i] for key, column in zip(keys, columns, strict=True))
+        + indent(2)
+        + b"}"
+        for i in range(batch)
+    )
+    return b'{\n    "predictions": [' + b",".join(items) + b"\n    ]\n}"
 
 
 def encode_error(message: str) -> bytes:
-    """``{"error": "..."}`` as TF Serving's MakeJsonFromStatus prints it."""
-    return ('{\n    "error": ' + _string(message) + "\n}").encode()
+    """``{"error": "..."}`` as TF Serving's MakeJsonFromStatus writes it."""
+    return b'{\n    "error": ' + json_string(message) + b"\n}"
 
 
-# -- classify / regress -------------------------------------------------------------------------------
+# -- classify / regress --------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
 class ExamplesBody:
-    """A parsed ``:classify`` / ``:regress`` body."""
+    """A parsed ``:classify`` / ``:regress`` body; the examples are already serialized ``tf.Example``\\ s."""
 
     signature_name: str | None
     context: dict[str, Any] | None
-    examples: list[dict[str, Any]]
+    examples: list[Any]
+    serialized: tuple[bytes, ...]
 
 
 def parse_classify_regress_body(body: bytes) -> ExamplesBody:
-    document = _parse_object(body)
+    """Parse and convert a classify/regress body, failing with TF Serving's message in TF Serving's order."""
+    document = _document(body)
     context = document.get("context")
-    if context is not None and not isinstance(context, dict):
-        raise InvalidArgument(f"Example must be JSON object but got JSON {_json_type(context)}")
+    prefix = example_from_json(context) if "context" in document else b""
+    examples = document.get("examples")
     if "examples" not in document:
         raise InvalidArgument(
-            f"JSON Value: {_json_text(document)} When method is classify, key 'examples' is expected and "
+            f"JSON Value: {value_text(document)} When method is classify, key 'examples' is expected and "
             "was not found"
         )
-    examples = document["examples"]
-    if not isinstance(examples, list):
+    if type(examples) is not list:
         raise InvalidArgument(
-            f"JSON Value: {_json_text(document)} Expecting 'examples' value to be an list/array"
+            f"JSON Value: {value_text(document)} Expecting 'examples' value to be an list/array"
         )
     if not examples:
-        raise InvalidArgument(f"JSON Value: {_json_text(document)} 'examples' value is an empty array")
-    for example in examples:
-        if not isinstance(example, dict):
-            raise InvalidArgument(f"Example must be JSON object but got JSON {_json_type(example)}")
-    return ExamplesBody(document.get("signature_name"), context, examples)
+        raise InvalidArgument(f"JSON Value: {value_text(document)} 'examples' value is an empty array")
+    serialized = tuple(prefix + example_from_json(item) for item in examples)
+    return ExamplesBody(document.get("signature_name"), context, examples, serialized)
 
 
 def examples_to_tensor(body: ExamplesBody) -> np.ndarray:
-    """Serialized ``tensorflow.Example`` protos, one per example, with the context merged into each."""
-    from modelserve.proto.tensorflow.core.example import example_pb2
-
-    context = example_pb2.Example()
-    if body.context:
-        _fill_example(body.context, context)
-    serialized = []
-    for item in body.examples:
-        example = example_pb2.Example()
-        example.CopyFrom(context)
-        _fill_example(item, example)
-        serialized.append(example.SerializeToString())
-    array = np.empty(len(serialized), dtype=object)
-    array[:] = serialized
-    return array
+    """The model input: a 1-D object array of serialized ``tf.Example`` bytes (context merged into each)."""
+    tensor = np.empty(len(body.serialized), dtype=object)
+    tensor[:] = body.serialized
+    return tensor
 
 
-def _fill_example(features: dict[str, Any], example: Any) -> None:
-    for name, content in features.items():
-        feature = example.features.feature[name]
-        feature.Clear()
-        values = content if isinstance(content, list) else [content]
-        for value in values:
-            _add_feature_value(name, value, feature)
+def _label(value: Any) -> bytes:
+    return value if type(value) is bytes else str(value).encode()
 
 
-def _add_feature_value(name: str, value: Any, feature: Any) -> None:
-    kind = feature.WhichOneof("kind")
+def encode_classify_response(
+    classes: np.ndarray | None, scores: np.ndarray | None, num_examples: int | None = None
+) -> bytes:
+    """``{"results": [[[label, score], ...], ...]}`` (PostProcessClassificationResult + its JSON writer).
 
-    def require(expected: str) -> None:
-        if kind is not None and kind != expected:
-            label = {"bytes_list": "bytes", "float_list": "float", "int64_list": "int64"}[kind]
-            raise InvalidArgument(f"Unexpected element type in feature: {name} expecting type: {label}")
-
-    if isinstance(value, bool):
-        require("int64_list")
-        feature.int64_list.value.append(int(value))
-    elif isinstance(value, int):
-        require("int64_list")
-        if value > 2**63 - 1:
-            raise InvalidArgument(f"Feature: {name} has uint64 element. Only int64 is supported.")
-        feature.int64_list.value.append(value)
-    elif isinstance(value, float):
-        require("float_list")
-        feature.float_list.value.append(value)
-    elif isinstance(value, str):
-        require("bytes_list")
-        feature.bytes_list.value.append(value.encode())
-    elif _is_b64(value):
-        require("bytes_list")
-        feature.bytes_list.value.append(_to_bytes(value))
-    else:
-        raise InvalidArgument(f"Feature: {name} has element with unexpected JSON type: {_json_type(value)}")
-
-
-def encode_classify_response(classes: np.ndarray | None, scores: np.ndarray | None) -> bytes:
-    """``{"results": [[[label, score], ...], ...]}`` as TF Serving prints a ClassificationResult."""
+    Scores in another float type are accepted and written as floats (TF Serving wants DT_FLOAT), labels of
+    another type as their decimal text (TF Serving wants DT_STRING).
+    """
     if classes is None and scores is None:
         raise InvalidArgument("Expected classification signature outputs to contain classes or scores")
+    for tensor, what in ((classes, "classes"), (scores, "scores")):
+        if tensor is None:
+            continue
+        if tensor.ndim != 2:
+            raise InvalidArgument(
+                f"Expected Tensor shape: [batch_size num_classes] but got {shape_text(tensor.shape)}"
+            )
+        if num_examples is not None and tensor.shape[0] != num_examples:
+            raise InvalidArgument(
+                f"Expected {what} output batch size of {num_examples}. Got: {tensor.shape[0]}"
+            )
+    if classes is not None and scores is not None and classes.shape[1] != scores.shape[1]:
+        raise InvalidArgument(
+            "Tensors class and score should match in dim_size(1). "
+            f"Got {classes.shape[1]} vs. {scores.shape[1]}"
+        )
     reference = scores if scores is not None else classes
     assert reference is not None
-    batch = reference.shape[0] if reference.ndim else 1
-    width = reference.reshape(batch, -1).shape[1] if batch else 0
-    labels = (
-        [["" for _ in range(width)] for _ in range(batch)]
-        if classes is None
-        else [[_label(c) for c in row] for row in classes.reshape(batch, -1).tolist()]
-    )
-    score_texts = (
-        [["0.0"] * width for _ in range(batch)]
-        if scores is None
-        else np.array(format_floats(scores.astype(np.float32)), dtype=object).reshape(batch, -1).tolist()
-    )
-    rows = []
-    for row_labels, row_scores in zip(labels, score_texts, strict=True):
-        pairs = ", ".join(f"[{_string(lab)}, {s}]" for lab, s in zip(row_labels, row_scores, strict=True))
-        rows.append("[" + pairs + "]")
-    return ('{\n    "results": [' + ", ".join(rows) + "\n    ]\n}").encode()
-
-
-def _label(value: Any) -> str:
-    return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
-
-
-def encode_regress_response(values: np.ndarray) -> bytes:
-    """``{"results": [v, ...]}`` as TF Serving prints a RegressionResult (float values)."""
-    flat = values.reshape(values.shape[0], -1) if values.ndim else values.reshape(1, 1)
-    if flat.shape[1] != 1:
-        raise InvalidArgument(
-            f"Expected output Tensor shape to be either [batch_size] or [batch_size, 1] but got "
-            f"{_shape_text(values.shape)}"
+    batch, width = reference.shape
+    if batch == 0:
+        raise InvalidArgument("Cannot convert empty ClassificationResults to JSON")
+    labels = [json_string(_label(v)) for v in classes.reshape(-1).tolist()] if classes is not None else None
+    values = float_tokens(scores.astype(np.float32, copy=False)) if scores is not None else None
+    out = []
+    for i in range(batch):
+        pairs = (
+            b"["
+            + (labels[i * width + c] if labels is not None else b'""')
+            + b", "
+            + (values[i * width + c].encode() if values is not None else b"0.0")
+            + b"]"
+            for c in range(width)
         )
-    texts = format_floats(flat.reshape(-1).astype(np.float32))
-    return ('{\n    "results": [' + ", ".join(texts) + "]\n}").encode()
+        out.append(b"[" + b", ".join(pairs) + b"]")
+    return b'{\n    "results": [' + b", ".join(out) + b"\n    ]\n}"
+
+
+def encode_regress_response(values: np.ndarray, num_examples: int | None = None) -> bytes:
+    """``{"results": [v, ...]}`` (PostProcessRegressionResult + its JSON writer); floats of any width."""
+    if not (values.ndim == 1 or (values.ndim == 2 and values.shape[1] == 1)):
+        raise InvalidArgument(
+            "Expected output Tensor shape to be either [batch_size] or [batch_size, 1] but got "
+            + shape_text(values.shape)
+        )
+    if num_examples is not None and values.shape[0] != num_examples:
+        raise InvalidArgument(
+            f"Input batch size did not match output batch size: {num_examples} vs. {values.shape[0]}"
+        )
+    if values.dtype.kind not in "fiu":
+        raise InvalidArgument(f"Expected output Tensor of DT_FLOAT.  Got: {tf_type_name(values.dtype)}")
+    if values.shape[0] == 0:
+        raise InvalidArgument("Cannot convert empty RegressionResults to JSON")
+    tokens = float_tokens(values.astype(np.float32, copy=False).reshape(-1))
+    return b'{\n    "results": [' + ", ".join(tokens).encode() + b"]\n}"

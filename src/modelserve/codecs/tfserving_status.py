@@ -56,6 +56,8 @@ def signature_def_map(signatures: Mapping[str, Signature]) -> dict[str, Any]:
                 "inputs": {alias: _tensor_info(spec) for alias, spec in signature.inputs.items()},
                 "outputs": {alias: _tensor_info(spec) for alias, spec in signature.outputs.items()},
                 "method_name": signature.method_name,
+                # SignatureDef.defaults (TF >= 2.14): printed empty, as TF Serving prints default values.
+                "defaults": {},
             }
             for name, signature in signatures.items()
         }

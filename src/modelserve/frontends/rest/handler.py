@@ -132,18 +132,20 @@ class RestHandler:
             handle.close()
             raise
         # The coroutine owns the handle from here: it closes it when it finishes.
-        return self._classify_or_regress_later(handle, call, classify)
+        return self._classify_or_regress_later(handle, call, classify, len(request.serialized))
 
     async def _classify_or_regress_later(
-        self, handle: ServableHandle, call: PreparedCall, classify: bool
+        self, handle: ServableHandle, call: PreparedCall, classify: bool, num_examples: int
     ) -> Reply:
         try:
             outputs = await self.service.run(call, self.settings.timeout_seconds)
             if classify:
-                return 200, codec.encode_classify_response(outputs.get("classes"), outputs.get("scores"))
+                return 200, codec.encode_classify_response(
+                    outputs.get("classes"), outputs.get("scores"), num_examples
+                )
             if "outputs" not in outputs:
                 raise InvalidArgument("Expected output Tensor 'outputs' in the regression signature")
-            return 200, codec.encode_regress_response(outputs["outputs"])
+            return 200, codec.encode_regress_response(outputs["outputs"], num_examples)
         except ServingError as exc:
             return error_reply(exc)
         finally:
