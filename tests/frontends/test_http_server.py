@@ -171,3 +171,59 @@ def test_sigterm_finishes_accepted_requests(start_server: Any, tiny_repo: Path) 
         thread.join(10)
     assert len(results) >= 200
     assert set(results) == {200}, "an accepted request got an error reply during shutdown"
+
+
+def test_an_error_queued_behind_a_pending_reply_keeps_the_order(start_server: Any, tiny_repo: Path) -> None:
+    # Threshold 0: every model call goes to the inference threads, so the first reply is still pending
+    # when the garbage arrives in the same packet.
+    server = start_server(
+        "--model_name=tiny", f"--model_base_path={tiny_repo}", "--inline_inference_threshold_us=0"
+    )
+    with connect(server) as sock:
+        sock.sendall(post("/v1/models/tiny:predict", ROW) + b"GARBAGE\r\n\r\n")
+        buffer = bytearray()
+        first = read_response(sock, buffer)
+        second = read_response(sock, buffer)
+    assert first[0] == 200 and b"predictions" in first[2]
+    assert second[0] == 400 and second[1].get("connection") == "close"
+
+
+def test_head_gets_headers_only(server: Any) -> None:
+    with connect(server) as sock:
+        sock.sendall(
+            b"HEAD /v1/models/tiny HTTP/1.1\r\nHost: x\r\n\r\nGET /v1/models/tiny HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        data = b""
+        while data.count(b"HTTP/1.1 200") < 2 or not data.endswith(b"}\n"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    head, get = data.split(b"HTTP/1.1 200 OK", 2)[1:]
+    assert head.endswith(b"\r\n\r\n")  # no body after the HEAD reply's headers
+    assert b"model_version_status" in get
+
+
+def test_http_1_0_keep_alive_is_acknowledged(server: Any) -> None:
+    with connect(server) as sock:
+        buffer = bytearray()
+        for _ in range(2):
+            sock.sendall(b"GET /v1/models/tiny HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            status, headers, _ = read_response(sock, buffer)
+            assert status == 200
+            assert headers.get("connection") == "keep-alive"
+
+
+def test_oversized_request_head_gets_431(server: Any) -> None:
+    with connect(server) as sock:
+        sock.sendall(b"GET /v1/models/" + b"a" * 70000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+        status, headers, _ = read_response(sock, bytearray())
+        assert status == 431
+        assert headers.get("connection") == "close"
+
+
+@pytest.mark.parametrize("body", [b"[" * 40000, b'{"instances": [' + b"9" * 5000 + b"]}"])
+def test_json_beyond_python_limits_is_a_400(server: Any, body: bytes) -> None:
+    reply = requests.post(f"{server.url}/v1/models/tiny:predict", data=body)
+    assert reply.status_code == 400, reply.text
+    assert requests.get(f"{server.url}/v1/models/tiny").status_code == 200

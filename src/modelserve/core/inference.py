@@ -143,11 +143,17 @@ class InferenceService:
         return self._run(call.handle, call.signature_name, call.inputs, call.outputs)
 
     async def run(self, call: PreparedCall, timeout_seconds: float | None = None) -> dict[str, np.ndarray]:
-        """Run a prepared call on the inference thread pool, bounded by the request's deadline."""
+        """Run a prepared call on the inference thread pool, bounded by the request's deadline.
+
+        Takes over the call's handle: it is released when the framework call returns.
+        """
         loop = asyncio.get_running_loop()
         future = loop.run_in_executor(
             self._executor, self._run, call.handle, call.signature_name, call.inputs, call.outputs
         )
+        # The call keeps its version alive until the framework returns, even when the caller stops
+        # waiting (deadline, cancellation): an unload must never free a model in use.
+        future.add_done_callback(lambda _: call.handle.close())
         timeout = timeout_seconds if timeout_seconds is not None else self.settings.timeout_seconds
         try:
             return await asyncio.wait_for(future, timeout)

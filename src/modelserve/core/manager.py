@@ -124,8 +124,10 @@ class ModelManager:
             elif version.state is VersionState.AVAILABLE and (aspired_available or not entry.aspired):
                 self._unloaders.submit(self._run_unload, version)
         entry.newest_first = tuple(v for _, v in sorted(entry.versions.items(), key=lambda item: -item[0]))
-        if entry.removed and all(v.state is VersionState.END for v in entry.versions.values()):
-            self._models.pop(name, None)
+        ended = all(v.state is VersionState.END for v in entry.versions.values())
+        # Identity check: a stale callback must not drop a newer entry of a model added back since.
+        if entry.removed and ended and self._models.get(name) is entry:
+            del self._models[name]
         self._settled.notify_all()
 
     def _run_load(self, entry: _Model, version: ServableVersion) -> None:

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from modelserve.codecs import tfserving_json as codec
-from modelserve.core.handle import ServableHandle
 from modelserve.core.inference import InferenceService, ModelSpec, PreparedCall
 from modelserve.core.signature import CLASSIFY_METHOD, REGRESS_METHOD
 from modelserve.errors import InvalidArgument, NotFound, ServingError
@@ -59,6 +58,9 @@ class RestHandler:
             return self._dispatch(method, path, body)
         except ServingError as exc:
             return error_reply(exc)
+        except (RecursionError, ValueError) as exc:
+            # Decoding limits of Python itself: JSON nested too deep, integers with too many digits.
+            return 400, codec.encode_error(f"JSON Parse error: {type(exc).__name__}: {exc}")
         except Exception as exc:  # never let one request take the server down
             log.exception("unhandled error on %s %s", method, path)
             return 500, codec.encode_error(f"Internal error: {type(exc).__name__}: {exc}")
@@ -90,20 +92,19 @@ class RestHandler:
             if call.inline:
                 outputs = self.service.run_inline(call)
                 return 200, codec.encode_predict_response(outputs, request.row_format)
-            deferred = True  # the coroutine below now owns the handle
-            return self._predict_later(handle, call, request.row_format)
+            deferred = True  # the coroutine below (then service.run) now owns the handle
+            return self._predict_later(call, request.row_format)
         finally:
             if not deferred:
                 handle.close()
 
-    async def _predict_later(self, handle: ServableHandle, call: PreparedCall, row_format: bool) -> Reply:
+    async def _predict_later(self, call: PreparedCall, row_format: bool) -> Reply:
+        # service.run releases the call's handle when the model call returns.
         try:
             outputs = await self.service.run(call, self.settings.timeout_seconds)
             return 200, codec.encode_predict_response(outputs, row_format)
         except ServingError as exc:
             return error_reply(exc)
-        finally:
-            handle.close()
 
     # -- classify / regress ----------------------------------------------------------------------
 
@@ -131,11 +132,11 @@ class RestHandler:
         except BaseException:
             handle.close()
             raise
-        # The coroutine owns the handle from here: it closes it when it finishes.
-        return self._classify_or_regress_later(handle, call, classify, len(request.serialized))
+        # The coroutine (then service.run) owns the handle from here.
+        return self._classify_or_regress_later(call, classify, len(request.serialized))
 
     async def _classify_or_regress_later(
-        self, handle: ServableHandle, call: PreparedCall, classify: bool, num_examples: int
+        self, call: PreparedCall, classify: bool, num_examples: int
     ) -> Reply:
         try:
             outputs = await self.service.run(call, self.settings.timeout_seconds)
@@ -148,8 +149,6 @@ class RestHandler:
             return 200, codec.encode_regress_response(outputs["outputs"], num_examples)
         except ServingError as exc:
             return error_reply(exc)
-        finally:
-            handle.close()
 
     # -- status / metadata -----------------------------------------------------------------------
 

@@ -40,6 +40,7 @@ _CORS = (
     b"access-control-allow-headers: Content-Type\r\n"
 )
 _MAX_PIPELINED = 16  # replies queued on one connection before we stop reading from it
+_MAX_HEAD_BYTES = 64 * 1024  # request line + headers; more gets 431
 
 
 class _Clock:
@@ -60,15 +61,23 @@ class _Clock:
 class _Slot:
     """One reply in a connection's pipeline, in request order."""
 
-    __slots__ = ("keep_alive", "reply")
+    __slots__ = ("extra", "head_only", "keep_alive", "reply")
 
-    def __init__(self, reply: Reply | None, keep_alive: bool) -> None:
+    def __init__(
+        self, reply: Reply | None, keep_alive: bool, head_only: bool = False, extra: bytes = b""
+    ) -> None:
         self.reply = reply
         self.keep_alive = keep_alive
+        self.head_only = head_only  # a HEAD request: headers without the body
+        self.extra = extra  # e.g. "connection: keep-alive" for HTTP/1.0 clients that asked for it
 
 
 class HttpConnection(asyncio.Protocol):
-    """One client connection; httptools calls the ``on_*`` methods while ``data_received`` runs."""
+    """One client connection; httptools calls the ``on_*`` methods while ``data_received`` runs.
+
+    Replies leave in request order through ``_pipeline``. Once a reply that closes the connection is
+    queued (an error, HTTP/1.0 without keep-alive, a body over the limit), nothing more is parsed.
+    """
 
     def __init__(self, server: HttpServer) -> None:
         self._server = server
@@ -78,14 +87,16 @@ class HttpConnection(asyncio.Protocol):
         self._parser = httptools.HttpRequestParser(self)
         self._pipeline: deque[_Slot] = deque()
         self._url = b""
+        self._head_bytes = 0
         self._body: list[bytes] = []
         self._size = 0
         self._too_large = False
         self._in_message = False
-        self._closing = False
+        self._closing = False  # graceful shutdown or idle timeout: close once the pipeline is empty
+        self._stopped = False  # a closing reply is queued: ignore whatever the client sends next
+        self._write_paused = False
         self._reading_paused = False
         self._expect_continue = False
-        self._finished = False  # a reply with "connection: close" went out: ignore the rest
         self.last_activity = 0.0
 
     # -- asyncio.Protocol ------------------------------------------------------------------------
@@ -105,32 +116,41 @@ class HttpConnection(asyncio.Protocol):
         self._transport = None
 
     def data_received(self, data: bytes) -> None:
+        if self._stopped:
+            return
+        self.last_activity = time.monotonic()
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self._fail(400, "Protocol upgrades are not supported")
+            self._stop_with((400, encode_error("Protocol upgrades are not supported")))
         except httptools.HttpParserError as exc:
-            self._fail(400, f"Malformed HTTP request: {exc}")
+            if not self._stopped:
+                self._stop_with((400, encode_error(f"Malformed HTTP request: {exc}")))
 
     def pause_writing(self) -> None:
-        self._pause_reading()
+        self._write_paused = True
+        self._update_reading()
 
     def resume_writing(self) -> None:
-        self._resume_reading()
+        self._write_paused = False
+        self._update_reading()
 
     # -- httptools callbacks ---------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
         self._in_message = True
         self._url = b""
+        self._head_bytes = 0
         self._body = []
         self._size = 0
         self._too_large = False
 
     def on_url(self, url: bytes) -> None:
         self._url += url
+        self._count_head(len(url))
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._count_head(len(name) + len(value))
         lowered = name.lower()
         if lowered == b"content-length":
             if value.isdigit() and int(value) > self._limit:
@@ -138,66 +158,76 @@ class HttpConnection(asyncio.Protocol):
         elif lowered == b"expect" and value.lower() == b"100-continue":
             self._expect_continue = True
 
+    def _count_head(self, size: int) -> None:
+        self._head_bytes += size
+        if self._head_bytes > _MAX_HEAD_BYTES and not self._stopped:
+            self._stop_with((431, encode_error(f"Request line and headers exceed {_MAX_HEAD_BYTES} bytes")))
+            raise httptools.HttpParserError("request head too large")
+
     def on_headers_complete(self) -> None:
+        if self._stopped:
+            return
         if self._too_large:
-            # Content-Length is over the limit: answer at once and close, without reading the body.
-            self._fail_with(body_too_large_reply(self._limit))
+            # Content-Length is over the limit: answer without reading the body, then close.
+            self._stop_with(body_too_large_reply(self._limit))
             return
         if self._expect_continue:
             self._expect_continue = False
-            if not self._too_large and self._transport is not None:
+            # Only when no earlier reply is pending, so the interim reply cannot overtake one.
+            if (
+                self._transport is not None
+                and not self._pipeline
+                and self._parser.get_http_version() == "1.1"
+            ):
                 self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
-        if self._too_large:
+        if self._stopped:
             return
         self._size += len(body)
         if self._size > self._limit:
-            self._too_large = True
             self._body = []
+            self._stop_with(body_too_large_reply(self._limit))
             return
         self._body.append(body)
 
     def on_message_complete(self) -> None:
         self._in_message = False
-        if self._finished:
+        if self._stopped:
             return
-        self.last_activity = time.monotonic()
         keep_alive = self._parser.should_keep_alive() and not self._closing
-        if self._too_large:
-            # The client may still be sending; answer now and close rather than read it all.
-            self._enqueue(body_too_large_reply(self._limit), keep_alive=False)
-            return
+        extra = b""
+        if keep_alive and self._parser.get_http_version() == "1.0":
+            extra = b"connection: keep-alive\r\n"
         method = self._parser.get_method().decode("ascii", "replace")
+        head_only = method == "HEAD"
         raw_path = self._url.split(b"?", 1)[0]
         path = raw_path.decode("utf-8", "replace")
         if "%" in path:
             path = unquote(path)
         if method == "OPTIONS" and self._handler.settings.cors:
-            self._enqueue((204, b""), keep_alive)
+            self._enqueue((204, b""), keep_alive, False, extra)
             return
         body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
         self._body = []
-        self._enqueue(self._handler.handle(method, path, body), keep_alive)
+        reply = self._handler.handle("GET" if head_only else method, path, body)
+        self._enqueue(reply, keep_alive, head_only, extra)
 
     # -- replies ---------------------------------------------------------------------------------
 
-    def _enqueue(self, reply: Reply | PendingReply, keep_alive: bool) -> None:
-        if self._finished and isinstance(reply, tuple):
-            return  # the connection is closing; a pending reply still runs, to release its model
+    def _enqueue(self, reply: Reply | PendingReply, keep_alive: bool, head_only: bool, extra: bytes) -> None:
         if isinstance(reply, tuple):
             if not self._pipeline:
-                self._write(reply, keep_alive)
+                self._write(reply, keep_alive, head_only, extra)
                 return
-            self._pipeline.append(_Slot(reply, keep_alive))
+            self._pipeline.append(_Slot(reply, keep_alive, head_only, extra))
             return
-        slot = _Slot(None, keep_alive)
+        slot = _Slot(None, keep_alive, head_only, extra)
         self._pipeline.append(slot)
         task = asyncio.get_running_loop().create_task(reply)
         self._server.tasks.add(task)
         task.add_done_callback(lambda done: self._complete(slot, done))
-        if len(self._pipeline) >= _MAX_PIPELINED:
-            self._pause_reading()
+        self._update_reading()
 
     def _complete(self, slot: _Slot, task: asyncio.Task[Reply]) -> None:
         self._server.tasks.discard(task)
@@ -208,16 +238,18 @@ class HttpConnection(asyncio.Protocol):
             slot.reply = (500, encode_error(f"Internal error: {task.exception()}"))
         else:
             slot.reply = task.result()
+        self._flush()
+        self._update_reading()
+
+    def _flush(self) -> None:
         while self._pipeline and self._pipeline[0].reply is not None:
             ready = self._pipeline.popleft()
             assert ready.reply is not None
-            self._write(ready.reply, ready.keep_alive)
-        if len(self._pipeline) < _MAX_PIPELINED:
-            self._resume_reading()
+            self._write(ready.reply, ready.keep_alive, ready.head_only, ready.extra)
 
-    def _write(self, reply: Reply, keep_alive: bool) -> None:
+    def _write(self, reply: Reply, keep_alive: bool, head_only: bool = False, extra: bytes = b"") -> None:
         transport = self._transport
-        if transport is None or self._finished:
+        if transport is None or transport.is_closing():
             return
         status, body = reply
         head = (
@@ -227,35 +259,49 @@ class HttpConnection(asyncio.Protocol):
             b"\r\n",
             self._server.clock.header(),
             _CORS if self._handler.settings.cors else b"",
-            b"" if keep_alive else b"connection: close\r\n",
+            extra if keep_alive else b"connection: close\r\n",
             b"\r\n",
         )
-        transport.write(b"".join(head) + body)
-        if not keep_alive or (self._closing and not self._pipeline and not self._in_message):
+        transport.write(b"".join(head) if head_only else b"".join(head) + body)
+        if not keep_alive:
+            self._stopped = True
+            transport.close()
+        elif self._closing and not self._pipeline and not self._in_message:
             transport.close()
 
-    def _fail(self, status: int, message: str) -> None:
-        self._fail_with((status, encode_error(message)))
+    def _stop_with(self, reply: Reply) -> None:
+        """Queue a final reply behind the pending ones, then close; nothing more is parsed."""
+        self._stopped = True
+        self._in_message = False
+        if not self._pipeline:
+            self._write(reply, keep_alive=False)
+        else:
+            self._pipeline.append(_Slot(reply, keep_alive=False))
+        self._update_reading()
 
-    def _fail_with(self, reply: Reply) -> None:
-        self._pipeline.clear()
-        self._write(reply, keep_alive=False)
-
-    def _pause_reading(self) -> None:
-        if not self._reading_paused and self._transport is not None:
+    def _update_reading(self) -> None:
+        """Read only while the client reads our replies and the pipeline has room."""
+        transport = self._transport
+        if transport is None:
+            return
+        pause = self._write_paused or len(self._pipeline) >= _MAX_PIPELINED
+        if pause and not self._reading_paused:
             self._reading_paused = True
-            self._transport.pause_reading()
-
-    def _resume_reading(self) -> None:
-        if self._reading_paused and self._transport is not None:
+            transport.pause_reading()
+        elif not pause and self._reading_paused:
             self._reading_paused = False
-            self._transport.resume_reading()
+            transport.resume_reading()
 
     # -- lifecycle -------------------------------------------------------------------------------
 
     @property
     def idle(self) -> bool:
         return not self._pipeline and not self._in_message
+
+    @property
+    def stalled(self) -> bool:
+        """In the middle of a request, with no reply pending (a client that stopped sending)."""
+        return self._in_message and not self._pipeline
 
     def close_when_idle(self) -> None:
         """Graceful close: now if idle, else after the replies in flight are written."""
@@ -290,8 +336,12 @@ class HttpServer:
             await asyncio.sleep(min(5.0, self.keepalive_timeout))
             deadline = time.monotonic() - self.keepalive_timeout
             for connection in list(self.connections):
-                if connection.idle and connection.last_activity < deadline:
+                if connection.last_activity >= deadline:
+                    continue
+                if connection.idle:
                     connection.close_when_idle()
+                elif connection.stalled:  # half a request, then silence: do not hold it forever
+                    connection.abort()
 
     async def shutdown(self, timeout: float = 30.0) -> None:
         """Stop accepting, finish the requests in flight (up to ``timeout``), close every connection."""
