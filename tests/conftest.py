@@ -12,8 +12,9 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -133,6 +134,28 @@ def half_plus_two_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     base = tmp_path_factory.mktemp("models") / "half_plus_two"
     write_half_plus_two(base, version=123)
     return base
+
+
+@pytest.fixture
+def run_without_tensorflow() -> Callable[[str], str]:
+    """Run a Python snippet in a fresh interpreter where ``import tensorflow`` fails; returns its stdout.
+
+    A None entry in ``sys.modules`` makes the import raise ImportError, as if TensorFlow were not installed.
+    """
+    src = Path(__file__).resolve().parents[1] / "src"
+
+    def run(snippet: str) -> str:
+        script = 'import sys\nsys.modules["tensorflow"] = None\n' + textwrap.dedent(snippet)
+        done = subprocess.run(
+            [sys.executable, "-c", script],
+            capture_output=True,
+            text=True,
+            env={"PYTHONPATH": str(src)},
+            check=True,
+        )
+        return done.stdout
+
+    return run
 
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
