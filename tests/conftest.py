@@ -29,6 +29,7 @@ class ServerProcess:
     workdir: Path
     process: subprocess.Popen[bytes] | None = None
     rest_port: int = 0
+    grpc_port: int = 0
     log_path: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -37,6 +38,10 @@ class ServerProcess:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.rest_port}"
+
+    @property
+    def grpc_target(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
 
     def start(self, timeout: float = 120.0) -> ServerProcess:
         ready = self.workdir / "ready.json"
@@ -56,7 +61,9 @@ class ServerProcess:
                 self.kill()
                 raise RuntimeError(f"server not ready after {timeout}s:\n{self.log()}")
             time.sleep(0.02)
-        self.rest_port = json.loads(ready.read_text())["rest_port"]
+        ports = json.loads(ready.read_text())
+        self.rest_port = ports["rest_port"] or 0
+        self.grpc_port = ports["grpc_port"] or 0
         return self
 
     def log(self) -> str:

@@ -1,0 +1,1 @@
+"""gRPC front-ends: TF Serving's services and the V2 inference protocol on one grpc.aio server."""
