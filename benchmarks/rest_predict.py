@@ -21,13 +21,9 @@ import datetime
 import functools
 import json
 import os
-import platform
-import re
-import shutil
 import signal
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,10 +32,23 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from types import FrameType
 from typing import IO, Any
 
 import numpy as np
+from _common import (
+    START_TIMEOUT_S,
+    ensure_wrk,
+    exit_on_sigterm,
+    int_list,
+    machine,
+    run_wrk,
+    running,
+    serving,
+    start_failed,
+    venv_script,
+    warn_if_busy,
+    write_lua,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 GUNICORN_CONF = ROOT / "benchmarks" / "coupled_baseline" / "gunicorn.conf.py"
@@ -50,22 +59,9 @@ TARGET_CONNECTIONS = 64
 TARGET_RATIO = 4.0
 TARGET_P99_MS = 10.0
 TOLERANCE = 1e-5
-START_TIMEOUT_S = 60.0
-STOP_TIMEOUT_S = 10.0
 # One instance of 64 float32 values, written the way a client's ``x.tolist()`` writes them.
 INSTANCES = np.random.default_rng(0).standard_normal((1, 64), dtype=np.float32)
 BODY = json.dumps({"instances": INSTANCES.tolist()}).encode()
-# wrk's done() hook prints exact percentiles from its latency record (microseconds), not the rounded text.
-LUA = """wrk.method = "POST"
-wrk.body = [==[{body}]==]
-wrk.headers["Content-Type"] = "application/json"
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format("RESULT %d %d %d %d %d\\n", summary.requests, summary.duration,
-    latency:percentile(50.0), latency:percentile(99.0),
-    e.connect + e.read + e.write + e.timeout + e.status))
-end
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,11 +99,6 @@ class Verdict:
     passed: bool
 
 
-def int_list(text: str) -> list[int]:
-    """Parse ``1,8,64`` (argparse type)."""
-    return [int(item) for item in text.split(",") if item]
-
-
 def parse_args() -> argparse.Namespace:
     """Command line; ``--strict`` needs the 64-connection point the targets are defined at."""
     parser = argparse.ArgumentParser(
@@ -130,29 +121,6 @@ def parse_args() -> argparse.Namespace:
     if args.strict and TARGET_CONNECTIONS not in args.connections:
         parser.error(f"--strict needs {TARGET_CONNECTIONS} in --connections (the targets are measured there)")
     return args
-
-
-def ensure_wrk() -> str:
-    """Find wrk, installing it with apt when running as root, so the script runs on a fresh machine."""
-    found = shutil.which("wrk")
-    if found is None and os.geteuid() == 0 and shutil.which("apt-get"):
-        print("wrk not found: installing it with apt-get", flush=True)
-        subprocess.run(["apt-get", "update", "-qq"], check=False, stdout=subprocess.DEVNULL)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=False, stdout=subprocess.DEVNULL)
-        found = shutil.which("wrk")
-    if found is None:
-        sys.exit("wrk is needed: sudo apt-get install wrk (Debian/Ubuntu) or brew install wrk (macOS)")
-    return found
-
-
-def warn_if_busy() -> float:
-    """Warn when other work uses the cores: it takes CPU time from whichever target runs meanwhile."""
-    import psutil
-
-    busy = float(psutil.cpu_percent(interval=1.0))
-    if busy > 10:
-        print(f"warning: the CPUs are {busy:.0f}% busy before starting; figures will be noisy", flush=True)
-    return busy
 
 
 def write_model(directory: Path) -> Path:
@@ -184,45 +152,6 @@ def in_process_limits(model: Path) -> dict[str, float]:
     return limits
 
 
-def venv_script(name: str) -> str:
-    """A console script installed beside this interpreter (``modelserve``, ``gunicorn``)."""
-    path = Path(sys.executable).with_name(name)
-    if not path.exists():
-        sys.exit(f"{path} not found: pip install -e '.[bench]' into {sys.prefix}")
-    return str(path)
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    """Terminate the process group (server and its workers), then kill it; bounded by STOP_TIMEOUT_S."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, sig)
-        try:
-            process.wait(STOP_TIMEOUT_S)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
-@contextlib.contextmanager
-def running(
-    command: list[str], log: IO[bytes], env: dict[str, str] | None = None
-) -> Iterator[subprocess.Popen[bytes]]:
-    """Run a server in its own process group (Ctrl-C reaches only us) and always stop it."""
-    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        yield process
-    finally:
-        stop(process)
-
-
-def start_failed(name: str, command: list[str], log: IO[bytes]) -> RuntimeError:
-    """The error to raise when a server does not come up: its command and the end of its output."""
-    log.flush()
-    tail = Path(log.name).read_text(errors="replace")[-3000:]
-    return RuntimeError(f"{name} did not start\n$ {' '.join(command)}\n{tail}")
-
-
 @contextlib.contextmanager
 def start_modelserve(base: Path, workdir: Path, log: IO[bytes]) -> Iterator[str]:
     """Run ``modelserve serve`` on an OS-assigned port; ready when its ready file appears; yields the URL."""
@@ -231,14 +160,7 @@ def start_modelserve(base: Path, workdir: Path, log: IO[bytes]) -> Iterator[str]
         venv_script("modelserve"), "serve", "--rest_api_port=8501", "--port=0", f"--model_name={MODEL_NAME}",
         f"--model_base_path={base}", "--ephemeral_ports", f"--ready_file={ready}",
     ]  # fmt: skip
-    with running(command, log) as process:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        # The server writes the file atomically once it serves, so existence means ready.
-        while not ready.exists():
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise start_failed(OURS, command, log)
-            time.sleep(0.02)
-        port = json.loads(ready.read_text())["rest_port"]
+    with serving(OURS, command, ready, log) as port:
         yield f"http://127.0.0.1:{port}/v1/models/{MODEL_NAME}:predict"
 
 
@@ -295,24 +217,6 @@ def check_same_predictions(targets: dict[str, str], model: Path) -> None:
                 raise RuntimeError(f"{name} answers {answer.tolist()}, {reference_name} {reference.tolist()}")
 
 
-def run_wrk(
-    wrk: str, script: Path, url: str, connections: int, seconds: int
-) -> tuple[float, float, float, int]:
-    """One wrk run; returns requests/s, p50 ms, p99 ms and the error count (socket errors and non-2xx)."""
-    result = subprocess.run(
-        [wrk, "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "-s", str(script), url],
-        capture_output=True,
-        text=True,
-        timeout=seconds + 30,
-        check=True,
-    )
-    found = re.search(r"RESULT (\d+) (\d+) (\d+) (\d+) (\d+)", result.stdout)
-    if found is None:
-        raise RuntimeError(f"unexpected wrk output:\n{result.stdout}\n{result.stderr}")
-    requests, micros, p50, p99, errors = (int(group) for group in found.groups())
-    return requests / (micros / 1e6), p50 / 1000, p99 / 1000, errors
-
-
 def measure(targets: dict[str, str], args: argparse.Namespace, wrk: str, script: Path) -> list[Point]:
     """Drive every target at each connection count, back to back, for ``--repeats`` rounds."""
     points = []
@@ -320,7 +224,8 @@ def measure(targets: dict[str, str], args: argparse.Namespace, wrk: str, script:
         for connections in args.connections:
             for name, url in targets.items():
                 run_wrk(wrk, script, url, connections, args.warmup)
-                rps, p50, p99, errors = run_wrk(wrk, script, url, connections, args.duration)
+                result = run_wrk(wrk, script, url, connections, args.duration)
+                rps, p50, p99, errors = result.rps, result.p50_ms, result.p99_ms, result.errors
                 points.append(Point(name, connections, round_, rps, p50, p99, errors))
                 print(
                     f"  round {round_ + 1}/{args.repeats}  {name:<22} c={connections:<3} {rps:>8.0f} req/s  "
@@ -394,26 +299,6 @@ def print_report(limits: dict[str, float], rows: list[Row], checks: list[Verdict
         print(f"{'PASS' if check.passed else 'FAIL'}  {check.name}: {check.value}")
 
 
-def machine(wrk: str, busy_percent: float) -> dict[str, Any]:
-    """What the figures were measured on, for the JSON record."""
-    import onnxruntime as ort
-
-    wrk_banner = subprocess.run([wrk, "--version"], capture_output=True, text=True).stdout.splitlines()
-    return {
-        "cpus": os.cpu_count(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "onnxruntime": ort.__version__,
-        "wrk": wrk_banner[0] if wrk_banner else "",
-        "cpu_busy_percent_before": busy_percent,
-    }
-
-
-def exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
-    """Turn SIGTERM into SystemExit so the servers are stopped by the same finally blocks as Ctrl-C."""
-    raise SystemExit(128 + signum)
-
-
 def main() -> int:
     """Generate the model, measure the limit, start the servers, check them, measure, report."""
     args = parse_args()
@@ -426,8 +311,7 @@ def main() -> int:
         workdir = Path(tmp)
         base = workdir / MODEL_NAME
         model = write_model(base)
-        script = workdir / "predict.lua"
-        script.write_text(LUA.format(body=BODY.decode()))
+        script = write_lua(workdir / "predict.lua", BODY.decode())
         limits = in_process_limits(model)
 
         # Every server runs for the whole benchmark (idle ones cost nothing measurable), so each round can

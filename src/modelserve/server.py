@@ -19,12 +19,20 @@ import os
 import signal
 import socket
 import sys
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from modelserve.batching.options import BatchingOptions
+from modelserve.batching.plan import BatchingPlan
+from modelserve.batching.servable import BatchingServable
 from modelserve.config.model_config import ModelConfig, ServingConfig
 from modelserve.config.options import ServerOptions
-from modelserve.config.text_files import read_model_server_config
+from modelserve.config.text_files import (
+    BatchingParameters,
+    read_batching_parameters,
+    read_model_server_config,
+)
 from modelserve.core.inference import InferenceService, InferenceSettings
 from modelserve.core.manager import LoadFunction, ModelManager
 from modelserve.core.servable import RuntimeSettings, Servable
@@ -34,15 +42,13 @@ from modelserve.frontends.rest.handler import RestHandler, RestSettings
 from modelserve.frontends.rest.http_server import HttpServer
 from modelserve.runtimes import detect_platform, get_runtime
 
+if TYPE_CHECKING:
+    from modelserve.frontends.grpc.server import GrpcServer
+
 log = logging.getLogger("modelserve.server")
 
 # Flags we accept for compatibility but do not act on yet: flag -> what happens instead.
 _NOT_IMPLEMENTED: dict[str, str] = {
-    "port": "the gRPC API is not implemented yet; the gRPC port is not opened",
-    "grpc_socket_path": "gRPC is not implemented yet",
-    "enable_batching": "server-side batching is not implemented yet; requests run one by one",
-    "batching_parameters_file": "server-side batching is not implemented yet",
-    "enable_per_model_batching_parameters": "server-side batching is not implemented yet",
     "monitoring_config_file": "Prometheus metrics are not implemented yet",
     "model_config_file_poll_wait_seconds": "the model config file is read once (reload not implemented yet)",
     "ssl_config_file": "TLS is not implemented; serving plain text",
@@ -53,8 +59,7 @@ _NOT_IMPLEMENTED: dict[str, str] = {
     "per_process_gpu_memory_fraction": "GPU memory fraction is not supported yet",
     "allow_version_labels_for_unavailable_models": "labels are resolved at request time",
     "rest_api_num_threads": "REST runs on one event loop; model calls use their own thread pool",
-    "grpc_channel_arguments": "gRPC is not implemented yet",
-    "grpc_max_threads": "gRPC is not implemented yet",
+    "grpc_max_threads": "gRPC runs on the event loop; model calls use their own thread pool",
     "max_num_load_retries": "failed loads are not retried yet",
     "load_retry_interval_micros": "failed loads are not retried yet",
     "xla_cpu_compilation_enabled": "XLA settings are left to TensorFlow's defaults",
@@ -88,13 +93,7 @@ def _absolute(model: ModelConfig, relative_to: Path) -> ModelConfig:
     path = Path(model.base_path)
     if path.is_absolute() or "://" in model.base_path:
         return model
-    return ModelConfig(
-        name=model.name,
-        base_path=str((relative_to / path).resolve()),
-        platform=model.platform,
-        version_policy=model.version_policy,
-        version_labels=model.version_labels,
-    )
+    return replace(model, base_path=str((relative_to / path).resolve()))
 
 
 def runtime_settings_from_options(options: ServerOptions) -> RuntimeSettings:
@@ -113,8 +112,24 @@ def runtime_settings_from_options(options: ServerOptions) -> RuntimeSettings:
     )
 
 
-def make_loader(settings: RuntimeSettings) -> LoadFunction:
-    """The manager's load function: pick the runtime from the config or the files, then load."""
+def batching_plan_from_options(options: ServerOptions, default_threads: int) -> BatchingPlan:
+    """``--enable_batching`` and where its parameters come from (see ``modelserve.batching.plan``)."""
+    parameters = (
+        read_batching_parameters(options.batching_parameters_file)
+        if options.batching_parameters_file
+        else BatchingParameters()
+    )
+    return BatchingPlan(
+        enabled=options.enable_batching,
+        parameters=parameters,
+        per_model_files=options.enable_per_model_batching_parameters,
+        default_threads=default_threads,
+    )
+
+
+def make_loader(settings: RuntimeSettings, batching: BatchingPlan | None = None) -> LoadFunction:
+    """The manager's load function: pick the runtime from the config or the files, load, and put the
+    version behind a batcher when batching is on."""
 
     def load(config: ModelConfig, path: Path) -> Servable:
         platform = config.platform or detect_platform(path)
@@ -123,9 +138,29 @@ def make_loader(settings: RuntimeSettings) -> LoadFunction:
                 f"cannot tell which runtime serves {path}: expected saved_model.pb (TensorFlow) or "
                 f"model.onnx (ONNX); set model_platform in the model config"
             )
-        return get_runtime(platform).load(path, settings)
+        batching_options = batching.options_for(config, path) if batching is not None else None
+        servable = get_runtime(platform).load(path, settings)
+        if batching_options is None:
+            return servable
+        log.info(
+            "batching model=%s version=%s: %s", config.name, path.name, _describe_batching(batching_options)
+        )
+        return BatchingServable(servable, batching_options, f"{config.name}/{path.name}")
 
     return load
+
+
+def _describe_batching(options: BatchingOptions) -> str:
+    policy = (
+        "adaptive"
+        if options.adaptive
+        else f"batch_timeout_micros={round((options.timeout_seconds or 0) * 1e6)}"
+    )
+    return (
+        f"{policy} max_batch_size={options.max_batch_size} "
+        f"execution_batch_size={options.execution_batch_size} threads={options.threads} "
+        f"max_enqueued_rows={options.max_enqueued_rows}"
+    )
 
 
 def _report_ignored_flags(options: ServerOptions) -> None:
@@ -135,8 +170,7 @@ def _report_ignored_flags(options: ServerOptions) -> None:
         if name not in _NOT_IMPLEMENTED:
             continue
         value = getattr(options, name)
-        # gRPC is on by default in TF Serving: say once that its port stays closed.
-        if (name == "port" and value) or (name != "port" and value != getattr(defaults, name)):
+        if value != getattr(defaults, name):
             log.warning("flag --%s=%s accepted: %s", name, value, _NOT_IMPLEMENTED[name])
     for flag in options.extra_flags_ignored:
         log.warning("unknown flag %s ignored", flag)
@@ -163,8 +197,11 @@ class ModelServer:
         self.options = options
         self.config = serving_config_from_options(options)
         self.runtime_settings = runtime_settings_from_options(options)
+        # One model call per core: each uses intra_op_threads cores.
+        call_threads = max(1, (os.cpu_count() or 1) // self.runtime_settings.intra_op_threads)
+        self.batching = batching_plan_from_options(options, call_threads)
         self.manager = ModelManager(
-            make_loader(self.runtime_settings),
+            make_loader(self.runtime_settings, self.batching),
             num_load_threads=options.num_load_threads or 2,
             num_unload_threads=options.num_unload_threads or 1,
         )
@@ -173,7 +210,7 @@ class ModelServer:
             self.manager,
             InferenceSettings(
                 inline_threshold_seconds=options.inline_inference_threshold_us / 1e6,
-                executor_threads=max(1, (os.cpu_count() or 1) // self.runtime_settings.intra_op_threads),
+                executor_threads=call_threads,
                 timeout_seconds=timeout,
             ),
         )
@@ -184,6 +221,7 @@ class ModelServer:
         )
         self._stop = asyncio.Event()
         self._rest: HttpServer | None = None
+        self._grpc: GrpcServer | None = None
 
     def request_stop(self) -> None:
         """Ask ``serve`` to shut down gracefully (safe to call from a signal handler on the loop)."""
@@ -191,10 +229,13 @@ class ModelServer:
 
     async def serve(self) -> None:
         ports = await self.startup()
+        grpc_addresses = [f"{self.options.grpc_host}:{ports.grpc_port}"] if ports.grpc_port else []
+        if self._grpc is not None and self.options.grpc_socket_path:
+            grpc_addresses.append(f"unix:{self.options.grpc_socket_path}")
         log.info(
-            "ready: REST on %s, gRPC %s",
+            "ready: REST on %s, gRPC on %s",
             f"{self.options.rest_api_host}:{ports.rest_port}" if ports.rest_port else "off",
-            "not implemented" if self.options.port else "off",
+            " and ".join(grpc_addresses) or "off",
         )
         await self.serve_until_stopped()
 
@@ -222,7 +263,8 @@ class ModelServer:
         gc.collect()
         gc.freeze()
         rest_port = await self._start_rest() if self.options.rest_api_port else None
-        ports = BoundPorts(rest_port=rest_port, grpc_port=None)
+        grpc_port = await self._start_grpc() if self.options.port or self.options.grpc_socket_path else None
+        ports = BoundPorts(rest_port=rest_port, grpc_port=grpc_port)
         self._write_ready_file(ports)
         return ports
 
@@ -243,6 +285,37 @@ class ModelServer:
         bound: int = sock.getsockname()[1]
         return bound
 
+    async def _start_grpc(self) -> int | None:
+        """TF Serving's gRPC services, V2's, health and reflection on --port and/or --grpc_socket_path."""
+        # Imported here: a server with gRPC off never loads grpc.
+        from modelserve.frontends.grpc.server import GrpcServer, GrpcSettings
+        from modelserve.frontends.grpc.tfserving_servicer import tfserving_registrar
+        from modelserve.frontends.grpc.v2_servicer import add_v2_services
+
+        tcp_port: int | None = None
+        if self.options.port:
+            tcp_port = 0 if self.options.ephemeral_ports else self.options.port
+        settings = GrpcSettings(
+            host=self.options.grpc_host,
+            port=tcp_port,
+            socket_path=self.options.grpc_socket_path,
+            channel_arguments=self.options.grpc_channel_arguments,
+            health_service=self.options.enable_grpc_healthcheck_service,
+        )
+        registrars = [tfserving_registrar(self.reload_config), add_v2_services]
+        self._grpc = GrpcServer(self.service, registrars, settings)
+        return await self._grpc.start()
+
+    async def reload_config(self, config: ServingConfig) -> None:
+        """ModelService.HandleReloadConfigRequest: serve exactly ``config``'s models, wait until settled."""
+        log.info("reloading model config: %s", ", ".join(m.name for m in config.models) or "no models")
+        self.config = config
+        self.manager.set_models(config.models)
+        self.source.update_models(config.models)
+        await asyncio.to_thread(self.manager.wait_until_settled)
+        if self._grpc is not None:
+            await self._grpc.update_health()
+
     def _write_ready_file(self, ports: BoundPorts) -> None:
         if not self.options.ready_file:
             return
@@ -255,8 +328,14 @@ class ModelServer:
 
     async def shutdown(self) -> None:
         log.info("shutting down: draining in-flight requests")
+        grace = self.options.rest_api_timeout_in_ms / 1000 or 30.0
+        # Stop accepting on every front-end at once, then drain each within the grace period.
+        draining = []
         if self._rest is not None:
-            await self._rest.shutdown(timeout=self.options.rest_api_timeout_in_ms / 1000 or 30.0)
+            draining.append(self._rest.shutdown(timeout=grace))
+        if self._grpc is not None:
+            draining.append(self._grpc.stop(grace))
+        await asyncio.gather(*draining)
         self.source.stop()
         await asyncio.to_thread(self.manager.close)
         self.service.close()

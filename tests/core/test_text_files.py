@@ -131,8 +131,6 @@ def test_batching_parameters_doc_example() -> None:
 def test_batching_defaults_and_validation() -> None:
     params = parse_batching_parameters("")
     assert (params.max_batch_size, params.max_enqueued_batches, params.timeout_given) == (1000, 10, False)
-    with pytest.raises(InvalidArgument, match="must equal max_batch_size"):
-        parse_batching_parameters("max_batch_size { value: 64 } allowed_batch_sizes: 32")
     with pytest.raises(InvalidArgument, match="increasing"):
         parse_batching_parameters(
             "max_batch_size { value: 8 } allowed_batch_sizes: 8 allowed_batch_sizes: 4 allowed_batch_sizes: 8"

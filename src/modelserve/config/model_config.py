@@ -10,9 +10,12 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from modelserve.errors import InvalidArgument
+
+if TYPE_CHECKING:
+    from modelserve.config.text_files import BatchingParameters
 
 PolicyKind = Literal["latest", "all", "specific"]
 _NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
@@ -61,6 +64,8 @@ class ModelConfig:
     platform: str = ""  # empty: detect from the files of each version
     version_policy: VersionPolicy = field(default_factory=VersionPolicy)
     version_labels: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+    # Overrides --batching_parameters_file for this model (modelserve extension of the config file).
+    batching_parameters: BatchingParameters | None = None
 
     def __post_init__(self) -> None:
         if not self.name or not _NAME.match(self.name):

@@ -116,15 +116,11 @@ class BatchingParameters:
             raise InvalidArgument(f"batch_timeout_micros must be >= 0, got {self.batch_timeout_micros}")
         if self.max_enqueued_batches < 1:
             raise InvalidArgument(f"max_enqueued_batches must be >= 1, got {self.max_enqueued_batches}")
+        # The last allowed size must equal the largest batch run: BatchingOptions checks it, as it knows
+        # whether large batches are split.
         sizes = self.allowed_batch_sizes
-        if sizes:
-            if any(b <= a for a, b in itertools.pairwise(sizes)) or sizes[0] < 1:
-                raise InvalidArgument(f"allowed_batch_sizes must be increasing, got {list(sizes)}")
-            if sizes[-1] != self.max_batch_size:
-                raise InvalidArgument(
-                    f"the last allowed_batch_sizes entry ({sizes[-1]}) must equal max_batch_size "
-                    f"({self.max_batch_size})"
-                )
+        if sizes and (any(b <= a for a, b in itertools.pairwise(sizes)) or sizes[0] < 1):
+            raise InvalidArgument(f"allowed_batch_sizes must be increasing, got {list(sizes)}")
 
 
 def parse_batching_parameters(text: str, source: str | Path = "<string>") -> BatchingParameters:

@@ -3,10 +3,12 @@
 Front-ends decode their wire format into numpy arrays keyed by signature input names, call
 ``InferenceService.predict`` and encode what comes back; nothing here knows about HTTP or gRPC.
 
-Where a call runs: a model call that has been measured to take less than ``inline_threshold`` runs directly
-on the event loop, because handing it to a thread and back costs more than the call itself (tens of
-microseconds of loop time per request). Slower calls run on a thread pool sized to the cores, where the
-framework releases the GIL, so the loop keeps parsing other requests meanwhile.
+Where a call runs: on a version served with batching (``BatchingServable``), the request joins the
+version's batch queue and batch threads run it merged with others. Otherwise a model call that has been
+measured to take less than ``inline_threshold`` runs directly on the event loop, because handing it to a
+thread and back costs more than the call itself (tens of microseconds of loop time per request). Slower
+calls run on a thread pool sized to the cores, where the framework releases the GIL, so the loop keeps
+parsing other requests meanwhile.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from modelserve.batching.servable import BatchingServable
 from modelserve.core.handle import ServableHandle
+from modelserve.core.loop_load import LoopLoad
 from modelserve.core.manager import ModelManager
 from modelserve.core.signature import Signature
 from modelserve.errors import DeadlineExceeded, Internal, InvalidArgument, ServingError
@@ -56,6 +60,7 @@ class PreparedCall:
     inputs: dict[str, np.ndarray]
     outputs: list[str]
     inline: bool
+    batched: bool = False
 
 
 def validate_inputs(signature: Signature, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -119,6 +124,7 @@ class InferenceService:
         self.settings = settings or InferenceSettings()
         threads = self.settings.executor_threads or os.cpu_count() or 1
         self._executor = ThreadPoolExecutor(threads, thread_name_prefix="modelserve-infer")
+        self.loop_load = LoopLoad()
 
     def handle(self, spec: ModelSpec) -> ServableHandle:
         """A ref-counted handle on the addressed version; use it in a ``with`` block."""
@@ -134,9 +140,26 @@ class InferenceService:
         """Validate one request; the result says whether it may run inline on the event loop."""
         checked = validate_inputs(signature, inputs)
         outputs = select_outputs(signature, output_filter)
+        servable = handle.servable
+        if isinstance(servable, BatchingServable) and servable.batcher.can_batch(checked):
+            rows = next(iter(checked.values())).shape[0]
+            if self._loop_saturated() or not servable.batcher.runs_inline(
+                rows, self.settings.inline_threshold_seconds
+            ):
+                return PreparedCall(handle, signature.name, checked, outputs, inline=False, batched=True)
+            return PreparedCall(handle, signature.name, checked, outputs, inline=True)
         avg = handle.avg_run_seconds
         inline = avg is not None and avg < self.settings.inline_threshold_seconds
         return PreparedCall(handle, signature.name, checked, outputs, inline)
+
+    def _loop_saturated(self) -> bool:
+        """Whether the calling event loop is saturated (then batching beats running on the loop)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return False
+        self.loop_load.watch(loop)
+        return self.loop_load.saturated
 
     def run_inline(self, call: PreparedCall) -> dict[str, np.ndarray]:
         """Run a prepared call on the calling thread (the event loop when ``call.inline``)."""
@@ -147,6 +170,9 @@ class InferenceService:
 
         Takes over the call's handle: it is released when the framework call returns.
         """
+        timeout = timeout_seconds if timeout_seconds is not None else self.settings.timeout_seconds
+        if call.batched:
+            return await self._run_batched(call, timeout)
         loop = asyncio.get_running_loop()
         future = loop.run_in_executor(
             self._executor, self._run, call.handle, call.signature_name, call.inputs, call.outputs
@@ -154,12 +180,24 @@ class InferenceService:
         # The call keeps its version alive until the framework returns, even when the caller stops
         # waiting (deadline, cancellation): an unload must never free a model in use.
         future.add_done_callback(lambda _: call.handle.close())
-        timeout = timeout_seconds if timeout_seconds is not None else self.settings.timeout_seconds
         try:
             return await asyncio.wait_for(future, timeout)
         except TimeoutError:
             raise DeadlineExceeded(
                 f"Deadline exceeded after {(timeout or 0) * 1000:.0f} ms running model "
+                f"{call.handle.model} version {call.handle.version}"
+            ) from None
+
+    async def _run_batched(self, call: PreparedCall, timeout: float | None) -> dict[str, np.ndarray]:
+        servable = call.handle.servable
+        assert isinstance(servable, BatchingServable)
+        # The batcher releases the handle once the request ran or was dropped.
+        future = servable.submit(call.signature_name, call.inputs, call.outputs, timeout, call.handle.close)
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            raise DeadlineExceeded(
+                f"Deadline exceeded after {(timeout or 0) * 1000:.0f} ms waiting for a batch of model "
                 f"{call.handle.model} version {call.handle.version}"
             ) from None
 
@@ -195,4 +233,5 @@ class InferenceService:
         return result
 
     def close(self) -> None:
+        self.loop_load.stop()
         self._executor.shutdown(wait=False, cancel_futures=True)

@@ -1,10 +1,112 @@
-"""PLACEHOLDER: the KServe V2 ``inference.GRPCInferenceService`` (replaced by the V2 work)."""
+"""The V2 inference protocol over gRPC: KServe's / Triton's ``inference.GRPCInferenceService``.
+
+Thin, like the REST handlers: decode the message (`codecs.v2_proto`), call the core, encode the reply.
+A call cheap enough to run inline runs on the event loop and its handle is closed here; any other call
+is handed to ``InferenceService.run``, which owns the handle from then on and is bounded by the caller's
+gRPC deadline. Errors become the gRPC status with the same number as ``ServingError.code``, message
+verbatim (`status.at_edge`). ``ModelStreamInfer`` answers each request of the stream in order and reports
+a failed one in ``error_message`` without ending the stream, as Triton does.
+"""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
+import grpc  # type: ignore[import-untyped]
 
-def add_v2_services(server: Any, service: Any) -> list[str]:
-    """Register the V2 servicer on ``server``; returns the full service names (for reflection)."""
-    return []
+from modelserve.codecs import v2_proto
+from modelserve.codecs.v2_metadata import available_versions, model_metadata, parse_version, server_metadata
+from modelserve.core.inference import InferenceService, ModelSpec
+from modelserve.errors import NotFound, ServingError
+from modelserve.frontends.grpc.status import at_edge, deadline_seconds
+from modelserve.proto.inference import grpc_service_pb2 as pb
+from modelserve.proto.inference import grpc_service_pb2_grpc as pb_grpc
+
+log = logging.getLogger("modelserve.grpc.v2")
+
+V2_SERVICE = "inference.GRPCInferenceService"
+
+
+class V2Servicer(pb_grpc.GRPCInferenceServiceServicer):
+    """The protocol's required RPCs plus ModelStreamInfer; Triton's other RPCs answer UNIMPLEMENTED."""
+
+    def __init__(self, service: InferenceService) -> None:
+        self.service = service
+
+    @at_edge
+    async def ServerLive(self, request: Any, context: Any) -> Any:
+        return pb.ServerLiveResponse(live=True)
+
+    @at_edge
+    async def ServerReady(self, request: Any, context: Any) -> Any:
+        return pb.ServerReadyResponse(ready=self.service.manager.is_ready())
+
+    @at_edge
+    async def ModelReady(self, request: Any, context: Any) -> Any:
+        spec = ModelSpec(request.name, parse_version(request.version))
+        try:
+            self.service.handle(spec).close()
+        except NotFound:
+            return pb.ModelReadyResponse(ready=False)
+        return pb.ModelReadyResponse(ready=True)
+
+    @at_edge
+    async def ServerMetadata(self, request: Any, context: Any) -> Any:
+        return pb.ServerMetadataResponse(**server_metadata())
+
+    @at_edge
+    async def ModelMetadata(self, request: Any, context: Any) -> Any:
+        spec = ModelSpec(request.name, parse_version(request.version))
+        with self.service.handle(spec) as handle:
+            signature = handle.signature(None)
+            versions = available_versions(self.service.manager.statuses(spec.name))
+            metadata = model_metadata(handle.model, versions, handle.servable.platform, signature)
+        return v2_proto.model_metadata_message(metadata)
+
+    @at_edge
+    async def ModelInfer(self, request: Any, context: Any) -> Any:
+        return await self._infer(request, context)
+
+    async def ModelStreamInfer(self, requests: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:
+        async for request in requests:
+            try:
+                response = await self._infer(request, context)
+            except ServingError as exc:
+                yield pb.ModelStreamInferResponse(error_message=exc.message)
+                continue
+            except Exception as exc:  # one bad request must not end the stream
+                log.exception("unhandled error in ModelStreamInfer")
+                yield pb.ModelStreamInferResponse(
+                    error_message=f"Internal error: {type(exc).__name__}: {exc}"
+                )
+                continue
+            yield pb.ModelStreamInferResponse(infer_response=response)
+
+    async def _infer(self, message: Any, context: Any) -> Any:
+        spec = ModelSpec(message.model_name, parse_version(message.model_version))
+        request = v2_proto.parse_infer_request(message)
+        handle = self.service.handle(spec)
+        try:
+            signature = handle.signature(None)
+            inputs = request.model_inputs(handle.model, signature)
+            call = self.service.prepare(handle, signature, inputs, request.output_names)
+        except BaseException:
+            handle.close()
+            raise
+        if call.inline:
+            try:
+                outputs = self.service.run_inline(call)
+            finally:
+                handle.close()
+        else:  # service.run owns the handle from here
+            timeout = deadline_seconds(context, self.service.settings.timeout_seconds)
+            outputs = await self.service.run(call, timeout)
+        return v2_proto.encode_infer_response(handle.model, handle.version, request.id, outputs, call.outputs)
+
+
+def add_v2_services(server: grpc.aio.Server, service: InferenceService) -> list[str]:
+    """Register the V2 servicer on ``server``; returns the full service names (for reflection, health)."""
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(V2Servicer(service), server)
+    return [V2_SERVICE]

@@ -8,8 +8,9 @@ is a ``ServingError`` mapped to TF Serving's HTTP status and ``{"error": ...}`` 
 from __future__ import annotations
 
 import logging
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from modelserve.codecs import tfserving_json as codec
@@ -17,11 +18,16 @@ from modelserve.core.inference import InferenceService, ModelSpec, PreparedCall
 from modelserve.core.signature import CLASSIFY_METHOD, REGRESS_METHOD
 from modelserve.errors import InvalidArgument, NotFound, ServingError
 from modelserve.frontends.rest.routes import Route, match_route
+from modelserve.frontends.rest.v2_handler import V2_REQUEST_HEADERS, V2Handler
 
 log = logging.getLogger("modelserve.rest")
 
-Reply = tuple[int, bytes]
-"""HTTP status and JSON body."""
+Reply = tuple[int, bytes] | tuple[int, bytes, bytes]
+"""HTTP status and JSON body; a third item gives raw header lines (each ``name: value`` plus CRLF, a content
+type among them) that replace the JSON content type, for replies that are not JSON (V2 binary tensors)."""
+
+NO_HEADERS: Mapping[bytes, bytes] = MappingProxyType({})
+"""The request headers handed to ``handle`` when none of ``RestHandler.wanted_headers`` was sent."""
 
 PendingReply = Coroutine[Any, Any, Reply]
 
@@ -48,14 +54,23 @@ def body_too_large_reply(limit: int) -> Reply:
 class RestHandler:
     """Stateless apart from its reference to the core; one instance serves every connection."""
 
+    # Request headers (lower-case) the HTTP server collects for ``handle``; it ignores every other one.
+    wanted_headers: frozenset[bytes] = V2_REQUEST_HEADERS
+
     def __init__(self, service: InferenceService, settings: RestSettings | None = None) -> None:
         self.service = service
         self.settings = settings or RestSettings()
+        self._v2 = V2Handler(service, self.settings.timeout_seconds)
 
-    def handle(self, method: str, path: str, body: bytes) -> Reply | PendingReply:
-        """A reply now, or a coroutine producing it (only when the model runs on the inference threads)."""
+    def handle(
+        self, method: str, path: str, body: bytes, headers: Mapping[bytes, bytes] = NO_HEADERS
+    ) -> Reply | PendingReply:
+        """A reply now, or a coroutine producing it (only when the model runs on the inference threads).
+
+        ``headers`` holds the ``wanted_headers`` the request sent, keyed by lower-case name.
+        """
         try:
-            return self._dispatch(method, path, body)
+            return self._dispatch(method, path, body, headers)
         except ServingError as exc:
             return error_reply(exc)
         except (RecursionError, ValueError) as exc:
@@ -65,9 +80,14 @@ class RestHandler:
             log.exception("unhandled error on %s %s", method, path)
             return 500, codec.encode_error(f"Internal error: {type(exc).__name__}: {exc}")
 
-    def _dispatch(self, method: str, path: str, body: bytes) -> Reply | PendingReply:
+    def _dispatch(
+        self, method: str, path: str, body: bytes, headers: Mapping[bytes, bytes]
+    ) -> Reply | PendingReply:
         route = match_route(method, path)
         if route is None:
+            # V2 paths never match TF Serving's patterns, so the TF Serving fast path pays nothing here.
+            if path[:4] == "/v2/" or path == "/v2":
+                return self._v2.handle(method, path, body, headers)
             if path[:4].lower() == "/v1/":
                 raise InvalidArgument(f"Malformed request: {method} {path}")
             raise NotFound(f"Not found: {method} {path}")

@@ -26,7 +26,13 @@ from urllib.parse import unquote
 import httptools
 
 from modelserve.codecs.tfserving_json import encode_error
-from modelserve.frontends.rest.handler import PendingReply, Reply, RestHandler, body_too_large_reply
+from modelserve.frontends.rest.handler import (
+    NO_HEADERS,
+    PendingReply,
+    Reply,
+    RestHandler,
+    body_too_large_reply,
+)
 
 log = logging.getLogger("modelserve.http")
 
@@ -41,6 +47,7 @@ _CORS = (
 )
 _MAX_PIPELINED = 16  # replies queued on one connection before we stop reading from it
 _MAX_HEAD_BYTES = 64 * 1024  # request line + headers; more gets 431
+_JSON_HEAD = b"content-type: application/json\r\ncontent-length: "
 
 
 class _Clock:
@@ -82,6 +89,8 @@ class HttpConnection(asyncio.Protocol):
     def __init__(self, server: HttpServer) -> None:
         self._server = server
         self._handler = server.handler
+        self._wanted = server.handler.wanted_headers
+        self._headers: dict[bytes, bytes] | None = None  # the wanted headers, when a request sends one
         self._limit = server.handler.settings.max_body_bytes
         self._transport: asyncio.Transport | None = None
         self._parser = httptools.HttpRequestParser(self)
@@ -140,6 +149,7 @@ class HttpConnection(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self._in_message = True
         self._url = b""
+        self._headers = None
         self._head_bytes = 0
         self._body = []
         self._size = 0
@@ -157,6 +167,11 @@ class HttpConnection(asyncio.Protocol):
                 self._too_large = True
         elif lowered == b"expect" and value.lower() == b"100-continue":
             self._expect_continue = True
+        elif lowered in self._wanted:
+            # Allocated only for requests that send one (V2 binary tensors); others pass NO_HEADERS.
+            if self._headers is None:
+                self._headers = {}
+            self._headers[lowered] = value
 
     def _count_head(self, size: int) -> None:
         self._head_bytes += size
@@ -210,7 +225,7 @@ class HttpConnection(asyncio.Protocol):
             return
         body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
         self._body = []
-        reply = self._handler.handle("GET" if head_only else method, path, body)
+        reply = self._handler.handle("GET" if head_only else method, path, body, self._headers or NO_HEADERS)
         self._enqueue(reply, keep_alive, head_only, extra)
 
     # -- replies ---------------------------------------------------------------------------------
@@ -251,10 +266,15 @@ class HttpConnection(asyncio.Protocol):
         transport = self._transport
         if transport is None or transport.is_closing():
             return
-        status, body = reply
+        if len(reply) == 2:
+            status, body = reply
+            fields = _JSON_HEAD
+        else:
+            status, body, extra_fields = reply
+            fields = extra_fields + b"content-length: "
         head = (
             _STATUS_LINES.get(status) or f"HTTP/1.1 {status} Unknown\r\n".encode(),
-            b"content-type: application/json\r\ncontent-length: ",
+            fields,
             str(len(body)).encode(),
             b"\r\n",
             self._server.clock.header(),

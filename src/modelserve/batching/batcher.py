@@ -1,0 +1,417 @@
+"""The batcher of one model version: bounded queues, batch threads, merged runs, per-request results.
+
+Threads, not the event loop, form and run batches, so any front-end on any event loop (REST, gRPC, V2)
+feeds the same queues. ``submit`` is called on an event loop and returns an asyncio future of that loop;
+batch threads resolve the futures of one batch with a single ``call_soon_threadsafe`` per loop, so a batch
+of 64 costs the loop one wake-up, not 64.
+
+Queues are keyed by signature, requested outputs and input shapes (``tensors.shape_key``): only requests
+that can be stacked share a queue. All queues of a version share one bound on queued rows — a full
+bound answers RESOURCE_EXHAUSTED at once (TF Serving's behaviour), so memory never grows without limit.
+
+A request's rows stay together unless ``split_large_batches`` allows cutting it across batches (its
+pieces are reassembled in order). A task whose deadline passed, or whose caller gave up, is dropped
+before it runs. If a merged batch fails, each request in it is run alone, so one bad request fails only
+itself. Every task's ``release`` (the version handle) is called once, when the batcher is done with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from modelserve.batching.options import BatchingOptions
+from modelserve.batching.policy import AdaptivePolicy, BatchPolicy, QueueView, StaticPolicy
+from modelserve.batching.tensors import MergedBatch, batch_rows, merge, pad_target, shape_key, split
+from modelserve.errors import DeadlineExceeded, Internal, InvalidArgument, ResourceExhausted, ServingError
+
+log = logging.getLogger("modelserve.batching")
+
+Outputs = dict[str, np.ndarray]
+RunFunction = Callable[[str, Mapping[str, np.ndarray], Sequence[str]], Outputs]
+"""The wrapped servable's ``predict(signature_name, inputs, output_names)``."""
+
+
+class BatchObserver(Protocol):
+    """Metrics hooks; called on batch threads, outside the batcher's lock."""
+
+    def batch_ran(
+        self, rows: int, padded_rows: int, run_seconds: float, queue_delays: Sequence[float]
+    ) -> None:
+        """A batch of ``rows`` real rows (``padded_rows`` run) took ``run_seconds``; each part waited
+        ``queue_delays`` seconds in the queue."""
+        ...
+
+    def task_rejected(self) -> None:
+        """A request found the queue full."""
+        ...
+
+
+@dataclass(eq=False, slots=True)
+class _Task:
+    """One request in a queue; split requests are dispatched in pieces, ``taken`` rows at a time."""
+
+    signature_name: str
+    inputs: Mapping[str, np.ndarray]
+    outputs: tuple[str, ...]
+    rows: int
+    enqueued: float
+    deadline: float | None
+    future: asyncio.Future[Outputs]
+    loop: asyncio.AbstractEventLoop
+    release: Callable[[], None]
+    taken: int = 0  # rows handed to batches (or dropped) so far
+    unfinished: int = 0  # rows not run or dropped yet; the handle is released when it reaches 0
+    delivered: int = 0  # rows whose outputs are in ``parts``
+    parts: list[tuple[int, Outputs]] = field(default_factory=list)
+    failed: bool = False
+
+    def abandoned(self, now: float) -> bool:
+        return self.failed or self.future.done() or (self.deadline is not None and now >= self.deadline)
+
+
+@dataclass(frozen=True, slots=True)
+class _Piece:
+    task: _Task
+    start: int
+    rows: int
+
+    def inputs(self) -> Mapping[str, np.ndarray]:
+        if self.start == 0 and self.rows == self.task.rows:
+            return self.task.inputs
+        end = self.start + self.rows
+        return {name: array[self.start : end] for name, array in self.task.inputs.items()}
+
+
+class _Queue:
+    __slots__ = ("outputs", "rows", "signature_name", "tasks")
+
+    def __init__(self, signature_name: str, outputs: tuple[str, ...]) -> None:
+        self.signature_name = signature_name
+        self.outputs = outputs
+        self.tasks: deque[_Task] = deque()
+        self.rows = 0  # rows queued and not yet handed to a batch
+
+
+class Batcher:
+    """Queues and batch threads of one model version."""
+
+    def __init__(
+        self,
+        run: RunFunction,
+        options: BatchingOptions,
+        name: str,
+        observer: BatchObserver | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._run_model = run
+        self.options = options
+        self.name = name
+        self._observer = observer
+        self._clock = clock
+        self.policy: BatchPolicy = (
+            AdaptivePolicy(options.execution_batch_size, options.threads, options.allowed_batch_sizes)
+            if options.adaptive
+            else StaticPolicy(options.execution_batch_size, options.timeout_seconds or 0.0)
+        )
+        self._queues: dict[tuple[object, ...], _Queue] = {}
+        self._queued_rows = 0
+        self._busy = 0
+        self._closed = False
+        self._wait_seconds = 0.0
+        # Handles to release once the lock is dropped: a release may take the version's own lock.
+        self._to_release: list[Callable[[], None]] = []
+        self._cond = threading.Condition(threading.Lock())
+        self._threads = [
+            threading.Thread(target=self._work, name=f"modelserve-batch-{name}-{i}", daemon=True)
+            for i in range(options.threads)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    # -- callers (event loops) --------------------------------------------------------------------------
+
+    def can_batch(self, inputs: Mapping[str, np.ndarray]) -> bool:
+        """False for requests without a shared dimension 0 (scalars): those run unbatched."""
+        return batch_rows(inputs) is not None
+
+    def submit(
+        self,
+        signature_name: str,
+        inputs: Mapping[str, np.ndarray],
+        outputs: Sequence[str],
+        timeout_seconds: float | None,
+        release: Callable[[], None],
+    ) -> asyncio.Future[Outputs]:
+        """Queue one request; the future resolves to its outputs. ``release`` is called exactly once,
+        when the batcher no longer uses the request (also when this raises)."""
+        try:
+            rows = batch_rows(inputs)
+            if rows is None:
+                raise InvalidArgument("request cannot be batched: inputs must share dimension 0")
+            if rows > self.options.max_batch_size:
+                # TF Serving's wording (shared_batch_scheduler.h).
+                raise InvalidArgument(
+                    f"Task size {rows} is larger than maximum input batch size {self.options.max_batch_size}"
+                )
+            loop = asyncio.get_running_loop()
+            now = self._clock()
+            task = _Task(
+                signature_name=signature_name,
+                inputs=inputs,
+                outputs=tuple(outputs),
+                rows=rows,
+                enqueued=now,
+                deadline=None if timeout_seconds is None else now + timeout_seconds,
+                future=loop.create_future(),
+                loop=loop,
+                release=release,
+                unfinished=rows,
+            )
+            key = (signature_name, task.outputs, shape_key(inputs, self.options.pad_variable_length_inputs))
+            with self._cond:
+                if self._closed:
+                    raise ResourceExhausted(f"batcher of {self.name} is shut down")
+                if self._queued_rows + rows > self.options.max_enqueued_rows:
+                    rejected = True
+                else:
+                    rejected = False
+                    queue = self._queues.get(key)
+                    if queue is None:
+                        queue = self._queues[key] = _Queue(signature_name, task.outputs)
+                    queue.tasks.append(task)
+                    queue.rows += rows
+                    self._queued_rows += rows
+                    self.policy.observe_arrival(rows, now)
+                    if self._busy < len(self._threads):
+                        self._cond.notify()
+            if rejected:
+                if self._observer is not None:
+                    self._observer.task_rejected()
+                # TF Serving's wording (shared_batch_scheduler.h), with the bound.
+                raise ResourceExhausted(
+                    f"The batch scheduling queue to which this task was submitted is full "
+                    f"({self.options.max_enqueued_rows} rows queued for {self.name})"
+                )
+        except BaseException:
+            release()
+            raise
+        return task.future
+
+    def runs_inline(self, rows: int, threshold_seconds: float) -> bool:
+        """Adaptive mode, idle batcher, cheap model: the caller may run this request itself, at once.
+
+        A batch of one dispatched immediately is what the adaptive policy would do anyway; on the
+        caller's thread it skips two thread hand-offs, so batching costs nothing at low load.
+        """
+        if not self.options.adaptive or self._queued_rows or self._busy:
+            return False
+        estimate = self.policy.estimate(rows) if isinstance(self.policy, AdaptivePolicy) else None
+        return estimate is not None and estimate < threshold_seconds
+
+    def queued_rows(self) -> int:
+        """Rows waiting in this version's queues (a gauge)."""
+        return self._queued_rows
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop the batch threads once the queues are empty. Idempotent."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                thread.join(timeout)
+
+    # -- batch threads ------------------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                batch = self._next_batch()
+                while batch is None:
+                    if self._closed and self._queued_rows == 0:
+                        break
+                    self._cond.wait(self._wait_seconds)
+                    batch = self._next_batch()
+                else:
+                    self._busy += 1
+                releases, self._to_release = self._to_release, []
+            for release in releases:
+                release()
+            if batch is None:
+                return
+            try:
+                self._run(*batch)
+            except BaseException:  # never lose a batch thread; the tasks were already answered
+                log.exception("batch thread of %s failed", self.name)
+            finally:
+                with self._cond:
+                    self._busy -= 1
+                    if self._queued_rows:
+                        self._cond.notify()
+
+    def _next_batch(self) -> tuple[_Queue, list[_Piece]] | None:
+        """Under the lock: the pieces of the batch to run now, or None (``_wait_seconds`` says how long)."""
+        now = self._clock()
+        idle = len(self._threads) - self._busy
+        best: _Queue | None = None
+        wait = 3600.0
+        for key, queue in list(self._queues.items()):
+            self._drop_abandoned_head(queue, now)
+            if not queue.tasks:
+                del self._queues[key]
+                continue
+            decision = self.policy.decide(QueueView(queue.rows, now - queue.tasks[0].enqueued, idle), now)
+            if decision.dispatch or self._closed:
+                if best is None or queue.tasks[0].enqueued < best.tasks[0].enqueued:
+                    best = queue
+            else:
+                wait = min(wait, decision.wait)
+        self._wait_seconds = max(wait, 0.0)
+        if best is None:
+            return None
+        pieces = self._take(best, now)
+        return (best, pieces) if pieces else None
+
+    def _drop_abandoned_head(self, queue: _Queue, now: float) -> None:
+        while queue.tasks and queue.tasks[0].abandoned(now):
+            self._drop(queue, queue.tasks.popleft())
+
+    def _drop(self, queue: _Queue, task: _Task) -> None:
+        """Under the lock: answer and forget a queued task whose deadline passed or whose caller gave up."""
+        remaining = task.rows - task.taken
+        queue.rows -= remaining
+        self._queued_rows -= remaining
+        task.taken = task.rows
+        if not task.failed and not task.future.done():
+            error = DeadlineExceeded(f"Deadline exceeded while queued for batching on {self.name}")
+            self._resolve([(task, None, error)])
+        self._finish_rows(task, remaining)
+
+    def _take(self, queue: _Queue, now: float) -> list[_Piece]:
+        """Under the lock: pop up to one execution batch of rows, skipping abandoned tasks."""
+        capacity = self.options.execution_batch_size
+        pieces: list[_Piece] = []
+        while queue.tasks and capacity > 0:
+            task = queue.tasks[0]
+            if task.abandoned(now):
+                self._drop(queue, queue.tasks.popleft())
+                continue
+            remaining = task.rows - task.taken
+            if remaining > capacity:
+                if not self.options.split_large_batches:
+                    break  # the batch is full; this task opens the next one
+                count = capacity
+            else:
+                count = remaining
+                queue.tasks.popleft()
+            pieces.append(_Piece(task, task.taken, count))
+            task.taken += count
+            capacity -= count
+            queue.rows -= count
+            self._queued_rows -= count
+        return pieces
+
+    def _run(self, queue: _Queue, pieces: list[_Piece]) -> None:
+        started = self._clock()
+        delays = [started - p.task.enqueued for p in pieces]
+        outcomes: list[tuple[_Piece, Outputs | None, ServingError | None]]
+        try:
+            batch = merge(
+                [p.inputs() for p in pieces],
+                pad_target(sum(p.rows for p in pieces), self.options.allowed_batch_sizes),
+                self.options.pad_variable_length_inputs,
+            )
+            results = split(self._call(queue, batch.inputs), batch)
+            outcomes = [(p, r, None) for p, r in zip(pieces, results, strict=True)]
+        except ServingError as error:
+            outcomes = [(pieces[0], None, error)] if len(pieces) == 1 else self._run_alone(queue, pieces)
+            batch = None
+        elapsed = self._clock() - started
+        if batch is not None:
+            self.policy.observe_batch(batch.padded_rows, elapsed)
+        self._deliver(outcomes)
+        if self._observer is not None and batch is not None:
+            self._observer.batch_ran(batch.real_rows, batch.padded_rows, elapsed, delays)
+
+    def _run_alone(
+        self, queue: _Queue, pieces: list[_Piece]
+    ) -> list[tuple[_Piece, Outputs | None, ServingError | None]]:
+        """After a merged batch failed: run each request alone, so only the bad ones fail."""
+        outcomes: list[tuple[_Piece, Outputs | None, ServingError | None]] = []
+        for piece in pieces:
+            try:
+                batch: MergedBatch = merge([piece.inputs()], 0, False)
+                outcomes.append((piece, split(self._call(queue, batch.inputs), batch)[0], None))
+            except ServingError as error:
+                outcomes.append((piece, None, error))
+        return outcomes
+
+    def _call(self, queue: _Queue, inputs: Mapping[str, np.ndarray]) -> Outputs:
+        try:
+            return self._run_model(queue.signature_name, inputs, queue.outputs)
+        except ServingError:
+            raise
+        except Exception as exc:  # the runtime's own error on input that passed validation
+            raise Internal(f"{type(exc).__name__}: {exc}") from exc
+
+    def _deliver(self, outcomes: list[tuple[_Piece, Outputs | None, ServingError | None]]) -> None:
+        ready: list[tuple[_Task, Outputs | None, ServingError | None]] = []
+        with self._cond:  # pieces of one split task may finish on different batch threads
+            for piece, result, error in outcomes:
+                task = piece.task
+                if error is not None:
+                    if not task.failed:
+                        task.failed = True
+                        ready.append((task, None, error))
+                elif not task.failed and result is not None:
+                    task.parts.append((piece.start, result))
+                    task.delivered += piece.rows
+                    if task.delivered == task.rows:
+                        ready.append((task, _assemble(task.parts), None))
+                self._finish_rows(task, piece.rows)
+            releases, self._to_release = self._to_release, []
+        self._resolve(ready)
+        for release in releases:
+            release()
+
+    def _finish_rows(self, task: _Task, rows: int) -> None:
+        """Under the lock: ``rows`` of ``task`` ran or were dropped; queue its release when all are done."""
+        task.unfinished -= rows
+        if task.unfinished == 0:
+            self._to_release.append(task.release)
+
+    def _resolve(self, ready: list[tuple[_Task, Outputs | None, ServingError | None]]) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Task, Outputs | None, ServingError | None]]] = {}
+        for item in ready:
+            by_loop.setdefault(item[0].loop, []).append(item)
+        for loop, items in by_loop.items():
+            # RuntimeError: the loop closed, nobody is waiting any more.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_set_results, items)
+
+
+def _assemble(parts: list[tuple[int, Outputs]]) -> Outputs:
+    if len(parts) == 1:
+        return parts[0][1]
+    ordered = [outputs for _, outputs in sorted(parts, key=lambda p: p[0])]
+    return {name: np.concatenate([o[name] for o in ordered]) for name in ordered[0]}
+
+
+def _set_results(items: list[tuple[_Task, Outputs | None, ServingError | None]]) -> None:
+    for task, result, error in items:
+        if task.future.done():
+            continue
+        if error is not None:
+            task.future.set_exception(error)
+        else:
+            task.future.set_result(result or {})

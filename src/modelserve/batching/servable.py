@@ -1,0 +1,65 @@
+"""``BatchingServable``: a loaded servable behind a batcher, with the servable's own interface.
+
+The inference service recognises it and queues requests with ``submit`` instead of calling ``predict``;
+``predict`` itself still runs one request directly (warm-up, requests that cannot be batched).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+
+from modelserve.batching.batcher import Batcher, BatchObserver, Outputs
+from modelserve.batching.options import BatchingOptions
+from modelserve.core.servable import Servable
+from modelserve.core.signature import Signature
+
+
+class BatchingServable:
+    """Wraps ``inner``; closing it stops the batch threads, then closes ``inner``."""
+
+    def __init__(
+        self,
+        inner: Servable,
+        options: BatchingOptions,
+        name: str,
+        observer: BatchObserver | None = None,
+    ) -> None:
+        self.inner = inner
+        self.batcher = Batcher(inner.predict, options, name, observer)
+
+    @property
+    def platform(self) -> str:
+        return self.inner.platform
+
+    @property
+    def signatures(self) -> Mapping[str, Signature]:
+        return self.inner.signatures
+
+    def predict(
+        self,
+        signature_name: str,
+        inputs: Mapping[str, np.ndarray],
+        output_names: Sequence[str],
+    ) -> dict[str, np.ndarray]:
+        return self.inner.predict(signature_name, inputs, output_names)
+
+    def submit(
+        self,
+        signature_name: str,
+        inputs: Mapping[str, np.ndarray],
+        output_names: Sequence[str],
+        timeout_seconds: float | None,
+        release: Callable[[], None],
+    ) -> asyncio.Future[Outputs]:
+        """Queue one request for batching (see ``Batcher.submit``)."""
+        return self.batcher.submit(signature_name, inputs, output_names, timeout_seconds, release)
+
+    def memory_bytes(self) -> int:
+        return self.inner.memory_bytes()
+
+    def close(self) -> None:
+        self.batcher.close()
+        self.inner.close()

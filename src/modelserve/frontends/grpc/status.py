@@ -1,0 +1,53 @@
+"""The gRPC edge of the error taxonomy: ``ServingError`` → gRPC status, and the request deadline.
+
+``ServingError.code`` already is a gRPC canonical code number, so the mapping is by value and the message
+goes to the client verbatim. Every servicer method is wrapped by `at_edge`, so no exception escapes as
+grpc's generic "Unexpected error" and one bad request never affects another.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc  # type: ignore[import-untyped]
+
+from modelserve.errors import Code, ServingError
+
+log = logging.getLogger("modelserve.grpc")
+
+_STATUS_BY_NUMBER: dict[int, Any] = {status.value[0]: status for status in grpc.StatusCode}
+
+Servicer = TypeVar("Servicer")
+Method = Callable[[Servicer, Any, Any], Awaitable[Any]]
+
+
+def grpc_status(code: Code) -> Any:
+    """The ``grpc.StatusCode`` with the same number as ``code``."""
+    return _STATUS_BY_NUMBER.get(int(code), grpc.StatusCode.UNKNOWN)
+
+
+def deadline_seconds(context: Any, default: float | None) -> float | None:
+    """Seconds left of the caller's deadline (gRPC propagates it); the server default when none was set."""
+    remaining = context.time_remaining()
+    return default if remaining is None else max(remaining, 0.0)
+
+
+def at_edge(method: Method[Servicer]) -> Method[Servicer]:
+    """Turn a servicer method's ``ServingError`` into its gRPC status, and anything else into INTERNAL."""
+
+    @functools.wraps(method)
+    async def wrapper(self: Servicer, request: Any, context: Any) -> Any:
+        try:
+            return await method(self, request, context)
+        except ServingError as exc:
+            await context.abort(grpc_status(exc.code), exc.message)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:  # never let one request take the server down
+            log.exception("unhandled error in %s", method.__name__)
+            await context.abort(grpc.StatusCode.INTERNAL, f"Internal error: {type(exc).__name__}: {exc}")
+
+    return wrapper
