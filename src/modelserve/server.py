@@ -30,8 +30,10 @@ from modelserve.config.model_config import ModelConfig, ServingConfig
 from modelserve.config.options import ServerOptions
 from modelserve.config.text_files import (
     BatchingParameters,
+    MonitoringConfig,
     read_batching_parameters,
     read_model_server_config,
+    read_monitoring_config,
 )
 from modelserve.core.inference import InferenceService, InferenceSettings
 from modelserve.core.manager import LoadFunction, ModelManager
@@ -40,6 +42,7 @@ from modelserve.core.source import FileSystemSource
 from modelserve.errors import FailedPrecondition, InvalidArgument
 from modelserve.frontends.rest.handler import RestHandler, RestSettings
 from modelserve.frontends.rest.http_server import HttpServer
+from modelserve.metrics import ServerMetrics
 from modelserve.runtimes import detect_platform, get_runtime
 
 if TYPE_CHECKING:
@@ -49,7 +52,6 @@ log = logging.getLogger("modelserve.server")
 
 # Flags we accept for compatibility but do not act on yet: flag -> what happens instead.
 _NOT_IMPLEMENTED: dict[str, str] = {
-    "monitoring_config_file": "Prometheus metrics are not implemented yet",
     "model_config_file_poll_wait_seconds": "the model config file is read once (reload not implemented yet)",
     "ssl_config_file": "TLS is not implemented; serving plain text",
     "use_alts_credentials": "ALTS is not implemented; serving plain text",
@@ -127,7 +129,9 @@ def batching_plan_from_options(options: ServerOptions, default_threads: int) -> 
     )
 
 
-def make_loader(settings: RuntimeSettings, batching: BatchingPlan | None = None) -> LoadFunction:
+def make_loader(
+    settings: RuntimeSettings, batching: BatchingPlan | None = None, metrics: ServerMetrics | None = None
+) -> LoadFunction:
     """The manager's load function: pick the runtime from the config or the files, load, and put the
     version behind a batcher when batching is on."""
 
@@ -145,7 +149,8 @@ def make_loader(settings: RuntimeSettings, batching: BatchingPlan | None = None)
         log.info(
             "batching model=%s version=%s: %s", config.name, path.name, _describe_batching(batching_options)
         )
-        return BatchingServable(servable, batching_options, f"{config.name}/{path.name}")
+        observer = metrics.batch_observer(config.name, int(path.name)) if metrics is not None else None
+        return BatchingServable(servable, batching_options, f"{config.name}/{path.name}", observer)
 
     return load
 
@@ -200,8 +205,14 @@ class ModelServer:
         # One model call per core: each uses intra_op_threads cores.
         call_threads = max(1, (os.cpu_count() or 1) // self.runtime_settings.intra_op_threads)
         self.batching = batching_plan_from_options(options, call_threads)
+        self.monitoring = (
+            read_monitoring_config(options.monitoring_config_file)
+            if options.monitoring_config_file
+            else MonitoringConfig()
+        )
+        self.metrics = ServerMetrics()
         self.manager = ModelManager(
-            make_loader(self.runtime_settings, self.batching),
+            make_loader(self.runtime_settings, self.batching, self.metrics),
             num_load_threads=options.num_load_threads or 2,
             num_unload_threads=options.num_unload_threads or 1,
         )
@@ -278,7 +289,9 @@ class ModelServer:
                 max_body_bytes=self.options.max_request_body_bytes,
                 timeout_seconds=self.service.settings.timeout_seconds,
                 cors=self.options.rest_api_enable_cors_support,
+                metrics_path=self.monitoring.prometheus_path if self.monitoring.prometheus_enabled else None,
             ),
+            metrics=self.metrics,
         )
         self._rest = HttpServer(handler)
         await self._rest.start(sock)

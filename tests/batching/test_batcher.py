@@ -231,3 +231,22 @@ def test_close_runs_what_is_queued_then_stops_the_threads() -> None:
 
     asyncio.run(main())
     assert not any(t.is_alive() for t in batcher._threads)
+
+
+def test_a_dropped_request_releases_its_handle_even_when_nothing_else_arrives() -> None:
+    model = Model()
+    batcher = Batcher(model, options(timeout_seconds=0.05), "m")
+    releases = Releases()
+
+    async def main() -> None:
+        with pytest.raises(DeadlineExceeded):
+            await batcher.submit("s", request(0), ["y"], 0.01, releases.of(0))
+        for _ in range(200):  # the batch timeout (50 ms) passes, the thread drops the task
+            if releases.counts[0]:
+                break
+            await asyncio.sleep(0.01)
+
+    asyncio.run(main())
+    assert releases.counts == Counter({0: 1})
+    assert model.batch_sizes == []
+    batcher.close()

@@ -55,6 +55,14 @@ class BatchObserver(Protocol):
         """A request found the queue full."""
         ...
 
+    def watch_queue(self, depth: Callable[[], int]) -> None:
+        """``depth()`` returns the rows queued now (read at scrape time)."""
+        ...
+
+    def close(self) -> None:
+        """The version is unloaded."""
+        ...
+
 
 @dataclass(eq=False, slots=True)
 class _Task:
@@ -237,18 +245,22 @@ class Batcher:
         while True:
             with self._cond:
                 batch = self._next_batch()
-                while batch is None:
+                # Wait for work, unless dropped tasks left handles to release first.
+                while batch is None and not self._to_release:
                     if self._closed and self._queued_rows == 0:
                         break
                     self._cond.wait(self._wait_seconds)
                     batch = self._next_batch()
-                else:
+                if batch is not None:
                     self._busy += 1
+                stop = batch is None and self._closed and self._queued_rows == 0
                 releases, self._to_release = self._to_release, []
             for release in releases:
                 release()
             if batch is None:
-                return
+                if stop:
+                    return
+                continue
             try:
                 self._run(*batch)
             except BaseException:  # never lose a batch thread; the tasks were already answered

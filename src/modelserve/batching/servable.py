@@ -29,6 +29,9 @@ class BatchingServable:
     ) -> None:
         self.inner = inner
         self.batcher = Batcher(inner.predict, options, name, observer)
+        self._observer = observer
+        if observer is not None:
+            observer.watch_queue(self.batcher.queued_rows)
 
     @property
     def platform(self) -> str:
@@ -62,4 +65,6 @@ class BatchingServable:
 
     def close(self) -> None:
         self.batcher.close()
+        if self._observer is not None:
+            self._observer.close()
         self.inner.close()

@@ -73,6 +73,9 @@ def _model_config(proto: model_server_config_pb2.ModelConfig) -> ModelConfig:
         platform=proto.model_platform,
         version_policy=policy,
         version_labels=dict(proto.version_labels),
+        batching_parameters=(
+            _batching_parameters(proto.batching_parameters) if proto.HasField("batching_parameters") else None
+        ),
     )
 
 
@@ -126,6 +129,10 @@ class BatchingParameters:
 def parse_batching_parameters(text: str, source: str | Path = "<string>") -> BatchingParameters:
     proto = batching_parameters_pb2.BatchingParameters()
     _parse(text, proto, "batching parameters file", source)
+    return _batching_parameters(proto)
+
+
+def _batching_parameters(proto: batching_parameters_pb2.BatchingParameters) -> BatchingParameters:
     defaults = BatchingParameters()
     return BatchingParameters(
         max_batch_size=(

@@ -19,6 +19,8 @@ from modelserve.core.signature import CLASSIFY_METHOD, REGRESS_METHOD
 from modelserve.errors import InvalidArgument, NotFound, ServingError
 from modelserve.frontends.rest.routes import Route, match_route
 from modelserve.frontends.rest.v2_handler import V2_REQUEST_HEADERS, V2Handler
+from modelserve.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from modelserve.metrics import ServerMetrics
 
 log = logging.getLogger("modelserve.rest")
 
@@ -39,6 +41,8 @@ class RestSettings:
     max_body_bytes: int = 64 * 1024 * 1024
     timeout_seconds: float | None = 30.0
     cors: bool = False
+    # Where Prometheus scrapes (--monitoring_config_file); None: not exposed, as in TF Serving.
+    metrics_path: str | None = None
 
 
 def error_reply(error: ServingError) -> Reply:
@@ -57,9 +61,16 @@ class RestHandler:
     # Request headers (lower-case) the HTTP server collects for ``handle``; it ignores every other one.
     wanted_headers: frozenset[bytes] = V2_REQUEST_HEADERS
 
-    def __init__(self, service: InferenceService, settings: RestSettings | None = None) -> None:
+    def __init__(
+        self,
+        service: InferenceService,
+        settings: RestSettings | None = None,
+        metrics: ServerMetrics | None = None,
+    ) -> None:
         self.service = service
         self.settings = settings or RestSettings()
+        self._metrics = metrics
+        self._metrics_head = f"content-type: {METRICS_CONTENT_TYPE}\r\n".encode()
         self._v2 = V2Handler(service, self.settings.timeout_seconds)
 
     def handle(
@@ -88,6 +99,8 @@ class RestHandler:
             # V2 paths never match TF Serving's patterns, so the TF Serving fast path pays nothing here.
             if path[:4] == "/v2/" or path == "/v2":
                 return self._v2.handle(method, path, body, headers)
+            if path == self.settings.metrics_path and self._metrics is not None and method in ("GET", "HEAD"):
+                return 200, self._metrics.render(), self._metrics_head
             if path[:4].lower() == "/v1/":
                 raise InvalidArgument(f"Malformed request: {method} {path}")
             raise NotFound(f"Not found: {method} {path}")
