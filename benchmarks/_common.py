@@ -14,8 +14,10 @@ import platform
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,16 +28,20 @@ from typing import IO, Any
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 10.0
 # wrk's done() hook prints exact percentiles from its latency record (microseconds), not the rounded text.
-LUA = """wrk.method = "POST"
-wrk.body = [==[{body}]==]
-wrk.headers["Content-Type"] = "application/json"
-done = function(summary, latency, requests)
+DONE_HOOK = """done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format("RESULT %d %d %d %d %d\\n", summary.requests, summary.duration,
     latency:percentile(50.0), latency:percentile(99.0),
     e.connect + e.read + e.write + e.timeout + e.status))
 end
 """
+LUA = (
+    """wrk.method = "POST"
+wrk.body = [==[{body}]==]
+wrk.headers["Content-Type"] = "application/json"
+"""
+    + DONE_HOOK
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +78,20 @@ def write_lua(script: Path, body: str) -> Path:
     return script
 
 
+def write_lua_file_body(script: Path, body_file: Path, headers: dict[str, str]) -> Path:
+    """Write a wrk script that POSTs the bytes of ``body_file`` verbatim (binary-safe: Lua strings hold
+    any byte and wrk sends their full length) with ``headers``, and prints exact percentiles."""
+    lines = [
+        'wrk.method = "POST"',
+        f'local file = assert(io.open({json.dumps(str(body_file))}, "rb"))',
+        'wrk.body = file:read("*a")',
+        "file:close()",
+        *(f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}" for k, v in headers.items()),
+    ]
+    script.write_text("\n".join(lines) + "\n" + DONE_HOOK)
+    return script
+
+
 def run_wrk(
     wrk: str, script: Path, url: str, connections: int, seconds: int, timeout_s: int = 10
 ) -> WrkResult:
@@ -91,6 +111,54 @@ def run_wrk(
         raise RuntimeError(f"unexpected wrk output:\n{result.stdout}\n{result.stderr}")
     requests, micros, p50, p99, errors = (int(group) for group in found.groups())
     return WrkResult(requests / (micros / 1e6), p50 / 1000, p99 / 1000, errors)
+
+
+def capture_wrk_request(wrk: str, script: Path, path: str) -> tuple[bytes, bytes]:
+    """The head and body of the first request ``script`` makes wrk send, caught by a loopback listener:
+    proof that what wrk puts on the wire is byte for byte the request we meant."""
+    captured: list[tuple[bytes, bytes]] = []
+
+    def serve_first(listener: socket.socket) -> None:
+        # wrk may open a connection and close it unused first: serve connections until one carries a request.
+        while not captured:
+            try:
+                conn = listener.accept()[0]
+            except OSError:  # timed out, or the listener was closed: give up
+                return
+            with contextlib.suppress(OSError), conn:
+                conn.settimeout(10)
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = conn.recv(1 << 16)
+                    if not chunk:
+                        break
+                    data += chunk
+                head, _, body = data.partition(b"\r\n\r\n")
+                if not head:
+                    continue
+                found = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+                length = int(found.group(1)) if found else 0
+                while len(body) < length:
+                    chunk = conn.recv(1 << 20)
+                    if not chunk:
+                        break
+                    body += chunk
+                captured.append((head, body[:length]))
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        listener.settimeout(10)
+        catcher = threading.Thread(target=serve_first, args=(listener,), daemon=True)
+        catcher.start()
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}{path}"
+        # wrk only counts the refused reconnections as errors; its output is not read.
+        subprocess.run([wrk, "-t1", "-c1", "-d1s", "-s", str(script), url], capture_output=True, timeout=30)
+        catcher.join(10)
+    if not captured:
+        raise RuntimeError(f"wrk sent no request with {script}")
+    return captured[0]
 
 
 def warn_if_busy() -> float:
@@ -143,10 +211,11 @@ def start_failed(name: str, command: list[str], log: IO[bytes]) -> RuntimeError:
 
 
 @contextlib.contextmanager
-def serving(
+def serving_ready(
     name: str, command: list[str], ready: Path, log: IO[bytes], timeout_s: float = START_TIMEOUT_S
-) -> Iterator[int]:
-    """Run ``modelserve serve ... --ready_file=READY``; ready once that file exists; yields the REST port."""
+) -> Iterator[dict[str, Any]]:
+    """Run ``modelserve serve ... --ready_file=READY``; ready once that file exists; yields its contents
+    (``rest_port``, ``grpc_port``, ``pid``)."""
     with running(command, log) as process:
         deadline = time.monotonic() + timeout_s
         # The server writes the file atomically once it serves, so existence means ready.
@@ -154,7 +223,16 @@ def serving(
             if process.poll() is not None or time.monotonic() > deadline:
                 raise start_failed(name, command, log)
             time.sleep(0.02)
-        yield int(json.loads(ready.read_text())["rest_port"])
+        yield dict(json.loads(ready.read_text()))
+
+
+@contextlib.contextmanager
+def serving(
+    name: str, command: list[str], ready: Path, log: IO[bytes], timeout_s: float = START_TIMEOUT_S
+) -> Iterator[int]:
+    """Run ``modelserve serve ... --ready_file=READY``; ready once that file exists; yields the REST port."""
+    with serving_ready(name, command, ready, log, timeout_s) as ports:
+        yield int(ports["rest_port"])
 
 
 def machine(wrk: str, busy_percent: float) -> dict[str, Any]:
