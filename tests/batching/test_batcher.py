@@ -12,6 +12,7 @@ import pytest
 
 from modelserve.batching.batcher import Batcher
 from modelserve.batching.options import BatchingOptions
+from modelserve.batching.policy import AdaptivePolicy
 from modelserve.errors import DeadlineExceeded, Internal, InvalidArgument, ResourceExhausted
 
 
@@ -78,10 +79,10 @@ def test_concurrent_requests_get_exactly_their_own_rows() -> None:
     releases = Releases()
 
     async def main() -> None:
-        first = batcher.submit("s", request(0), ["y", "s"], None, releases.of(0))
+        first = batcher.submit("s", request(0), ["y", "s"], None, releases.of(0)).future
         await wait_until(model.entered)  # the first batch is running: the rest queue up behind it
         futures = [first] + [
-            batcher.submit("s", request(i, rows=1 + i % 3), ["y", "s"], None, releases.of(i))
+            batcher.submit("s", request(i, rows=1 + i % 3), ["y", "s"], None, releases.of(i)).future
             for i in range(1, 64)
         ]
         gate.set()
@@ -108,7 +109,7 @@ def test_large_requests_split_across_batches_and_reassembled_in_order() -> None:
 
     async def main() -> None:
         x = np.arange(20 * 4, dtype=np.float32).reshape(20, 4)
-        result = await batcher.submit("s", {"x": x}, ["y"], None, releases.of(0))
+        result = await batcher.submit("s", {"x": x}, ["y"], None, releases.of(0)).future
         np.testing.assert_array_equal(result["y"], x * 2)
 
     asyncio.run(main())
@@ -138,9 +139,9 @@ def test_batches_padded_to_allowed_sizes_and_unpadded() -> None:
     )
 
     async def main() -> None:
-        first = batcher.submit("s", request(0), ["y"], None, lambda: None)
+        first = batcher.submit("s", request(0), ["y"], None, lambda: None).future
         await wait_until(model.entered)
-        rest = [batcher.submit("s", request(i), ["y"], None, lambda: None) for i in range(1, 4)]
+        rest = [batcher.submit("s", request(i), ["y"], None, lambda: None).future for i in range(1, 4)]
         gate.set()
         results = await asyncio.gather(first, *rest)
         for i, result in enumerate(results):
@@ -158,15 +159,15 @@ def test_full_queue_answers_resource_exhausted_at_once_and_recovers() -> None:
     releases = Releases()
 
     async def main() -> None:
-        running = batcher.submit("s", request(0), ["y"], None, releases.of(0))
+        running = batcher.submit("s", request(0), ["y"], None, releases.of(0)).future
         await wait_until(model.entered)
-        queued = [batcher.submit("s", request(i), ["y"], None, releases.of(i)) for i in range(1, 5)]
+        queued = [batcher.submit("s", request(i), ["y"], None, releases.of(i)).future for i in range(1, 5)]
         with pytest.raises(ResourceExhausted, match="queue to which this task was submitted is full"):
             batcher.submit("s", request(5), ["y"], None, releases.of(5))
         gate.set()
         for i, result in enumerate(await asyncio.gather(running, *queued)):
             np.testing.assert_array_equal(result["y"], request(i)["x"] * 2)
-        after = await batcher.submit("s", request(6), ["y"], None, releases.of(6))
+        after = await batcher.submit("s", request(6), ["y"], None, releases.of(6)).future
         np.testing.assert_array_equal(after["y"], request(6)["x"] * 2)
 
     asyncio.run(main())
@@ -181,9 +182,9 @@ def test_requests_whose_deadline_passed_in_the_queue_never_run() -> None:
     releases = Releases()
 
     async def main() -> None:
-        running = batcher.submit("s", request(0), ["y"], None, releases.of(0))
+        running = batcher.submit("s", request(0), ["y"], None, releases.of(0)).future
         await wait_until(model.entered)
-        expiring = batcher.submit("s", request(1, rows=3), ["y"], 0.01, releases.of(1))
+        expiring = batcher.submit("s", request(1, rows=3), ["y"], 0.01, releases.of(1)).future
         await asyncio.sleep(0.05)
         gate.set()
         await running
@@ -203,11 +204,11 @@ def test_a_failing_request_fails_only_itself() -> None:
     releases = Releases()
 
     async def main() -> None:
-        first = batcher.submit("s", request(0), ["y"], None, releases.of(0))
+        first = batcher.submit("s", request(0), ["y"], None, releases.of(0)).future
         await wait_until(model.entered)
         bad = {"x": np.full((1, 4), np.nan, dtype=np.float32)}
-        good = [batcher.submit("s", request(i), ["y"], None, releases.of(i)) for i in (1, 2)]
-        poisoned = batcher.submit("s", bad, ["y"], None, releases.of(3))
+        good = [batcher.submit("s", request(i), ["y"], None, releases.of(i)).future for i in (1, 2)]
+        poisoned = batcher.submit("s", bad, ["y"], None, releases.of(3)).future
         gate.set()
         await first
         for i, future in zip((1, 2), good, strict=True):
@@ -225,7 +226,7 @@ def test_close_runs_what_is_queued_then_stops_the_threads() -> None:
     batcher = Batcher(model, options(timeout_seconds=10.0, max_batch_size=64), "m")  # would wait 10 s
 
     async def main() -> None:
-        future = batcher.submit("s", request(1), ["y"], None, lambda: None)
+        future = batcher.submit("s", request(1), ["y"], None, lambda: None).future
         await asyncio.to_thread(batcher.close)
         np.testing.assert_array_equal((await future)["y"], request(1)["x"] * 2)
 
@@ -240,7 +241,7 @@ def test_a_dropped_request_releases_its_handle_even_when_nothing_else_arrives() 
 
     async def main() -> None:
         with pytest.raises(DeadlineExceeded):
-            await batcher.submit("s", request(0), ["y"], 0.01, releases.of(0))
+            await batcher.submit("s", request(0), ["y"], 0.01, releases.of(0)).future
         for _ in range(200):  # the batch timeout (50 ms) passes, the thread drops the task
             if releases.counts[0]:
                 break
@@ -250,3 +251,95 @@ def test_a_dropped_request_releases_its_handle_even_when_nothing_else_arrives() 
     assert releases.counts == Counter({0: 1})
     assert model.batch_sizes == []
     batcher.close()
+
+
+def test_abandoned_requests_free_the_queue_at_once() -> None:
+    gate = threading.Event()
+    model = Model(gate)
+    batcher = Batcher(model, options(max_enqueued_rows=2), "m")
+    releases = Releases()
+
+    async def main() -> None:
+        running = batcher.submit("s", request(0), ["y"], None, releases.of(0)).future
+        await wait_until(model.entered)
+        ticket = batcher.submit("s", request(1, rows=2), ["y"], None, releases.of(1))
+        ticket.abandon()  # the caller gave up (deadline, disconnect): rows and handle go at once
+        ticket.abandon()
+        assert releases.counts[1] == 1 and batcher.queued_rows() == 0
+        queued = batcher.submit("s", request(2, rows=2), ["y"], None, releases.of(2)).future  # fits again
+        gate.set()
+        await running
+        np.testing.assert_array_equal((await queued)["y"], request(2, rows=2)["x"] * 2)
+
+    asyncio.run(main())
+    batcher.close()
+    assert model.batch_sizes == [1, 2]  # the abandoned rows never ran
+    assert releases.counts == Counter({0: 1, 1: 1, 2: 1})
+
+
+def test_a_runtime_bug_in_a_merged_batch_answers_every_request() -> None:
+    gate = threading.Event()
+
+    def broken(
+        signature: str, inputs: Mapping[str, np.ndarray], outputs: Sequence[str]
+    ) -> dict[str, np.ndarray]:
+        gate.wait(10)
+        return {"y": inputs["x"].tolist()}  # type: ignore[dict-item]  # not an array: split fails
+
+    batcher = Batcher(broken, options(), "m")
+    releases = Releases()
+
+    async def main() -> None:
+        futures = [batcher.submit("s", request(i), ["y"], None, releases.of(i)).future for i in range(3)]
+        gate.set()
+        # Splitting the merged batch fails on the non-array output; each request then runs alone, where
+        # the output passes through untouched. What matters: nobody hangs, every handle is released.
+        results = await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True), 10)
+        assert [type(r) for r in results] == [dict, dict, dict]
+
+    asyncio.run(main())
+    batcher.close()
+    assert releases.counts == Counter(range(3))
+
+
+def test_empty_requests_are_not_batched() -> None:
+    batcher = Batcher(Model(), options(), "m")
+    assert not batcher.can_batch({"x": np.zeros((0, 4), np.float32)})
+    assert batcher.can_batch({"x": np.zeros((1, 4), np.float32)})
+    batcher.close()
+
+
+def test_inline_runs_only_measured_sizes_within_max_batch_size() -> None:
+    batcher = Batcher(Model(), options(timeout_seconds=None, max_batch_size=8, execution_batch_size=8), "m")
+    assert not batcher.runs_inline(1, 1.0)  # nothing measured yet
+    policy = batcher.policy
+    assert isinstance(policy, AdaptivePolicy)
+    policy.observe_batch(1, 0.00006)
+    policy.observe_batch(2, 0.00005)  # noise: a larger batch measured faster
+    assert batcher.runs_inline(1, 0.001) and batcher.runs_inline(2, 0.001)
+    assert not batcher.runs_inline(3, 0.001)  # never extrapolated onto the event loop
+    assert not batcher.runs_inline(100, 1.0)  # larger than max_batch_size
+    assert not batcher.runs_inline(1, 0.00001)  # slower than the threshold
+    batcher.close()
+
+
+def test_adaptive_batcher_on_several_threads_returns_every_row() -> None:
+    model = Model()
+    batcher = Batcher(model, options(timeout_seconds=None, threads=3), "m")
+    releases = Releases()
+
+    async def main() -> None:
+        for round_ in range(5):
+            futures = [
+                batcher.submit(
+                    "s", request(i, rows=1 + i % 4), ["y", "s"], None, releases.of(round_ * 100 + i)
+                ).future
+                for i in range(40)
+            ]
+            for i, result in enumerate(await asyncio.gather(*futures)):
+                np.testing.assert_array_equal(result["y"], request(i, rows=1 + i % 4)["x"] * 2)
+
+    asyncio.run(main())
+    batcher.close()
+    assert sum(model.batch_sizes) == 5 * sum(1 + i % 4 for i in range(40))
+    assert len(releases.counts) == 200 and set(releases.counts.values()) == {1}

@@ -35,20 +35,24 @@ def test_static_policy_zero_timeout_dispatches_whatever_is_queued() -> None:
     assert policy.decide(QueueView(1, 0.0, 1), 0.0).dispatch
 
 
-def adaptive(batch_seconds: dict[int, float], arrivals_per_second: float, threads: int = 1) -> AdaptivePolicy:
-    """A policy that has measured ``batch_seconds`` and sees a steady ``arrivals_per_second``."""
+def adaptive(batch_seconds: dict[int, float], threads: int = 1) -> AdaptivePolicy:
+    """A policy that has measured ``batch_seconds``."""
     latency = BatchLatencyModel()
     for size, seconds in batch_seconds.items():
         latency.observe(size, seconds)
+    return AdaptivePolicy(max_batch_size=32, threads=threads, latency=latency)
+
+
+def steady_rate(arrivals_per_second: float) -> float:
+    """What the queue's estimator reads after 2 s of a steady stream, one row at a time."""
     rate = ArrivalRate(tau_seconds=0.25)
-    # A steady stream for 2 s at the given rate, one row at a time, ending at t=10.
     if arrivals_per_second:
         step = 1 / arrivals_per_second
         t = 8.0
         while t <= 10.0:
             rate.record(1, t)
             t += step
-    return AdaptivePolicy(max_batch_size=32, threads=threads, latency=latency, arrivals=rate)
+    return rate.rate(10.0)
 
 
 # A model whose cost is mostly per-batch overhead (10 ms for 1 row, 12 ms for 32): batching pays.
@@ -89,22 +93,23 @@ def test_adaptive_policy_table(
     dispatch: bool,
     why: str,
 ) -> None:
-    policy = adaptive(model, arrivals)
-    decision = policy.decide(QueueView(rows, oldest_wait, idle), 10.0)
+    policy = adaptive(model)
+    decision = policy.decide(QueueView(rows, oldest_wait, idle, steady_rate(arrivals)), 10.0)
     assert decision.dispatch is dispatch, why
 
 
 def test_adaptive_wait_is_bounded_by_half_the_run_time() -> None:
-    policy = adaptive(OVERHEAD, 2000)
-    decision = policy.decide(QueueView(1, 0.0, 1), 10.0)
+    policy = adaptive(OVERHEAD)
+    rate = steady_rate(2000)
+    decision = policy.decide(QueueView(1, 0.0, 1, rate), 10.0)
     assert not decision.dispatch
     assert 0 < decision.wait <= AdaptivePolicy.MAX_WAIT_FRACTION * 0.010
-    # Asked again once the wait is over, it runs what it has.
-    assert policy.decide(QueueView(10, decision.wait, 1), 10.0 + decision.wait).dispatch
+    # Asked again once the wait is over, it runs what it has, even if no row came meanwhile.
+    assert policy.decide(QueueView(1, decision.wait, 1, rate), 10.0 + decision.wait).dispatch
 
 
 def test_adaptive_target_grows_with_the_arrival_rate() -> None:
-    targets = [adaptive(OVERHEAD, rate).target_size(10.0) for rate in (10, 300, 700, 1200, 2000)]
+    targets = [adaptive(OVERHEAD).target_size(steady_rate(rate)) for rate in (10, 300, 700, 1200, 2000)]
     assert targets == sorted(targets)
     assert targets[0] == 1 and targets[-1] > 4
 

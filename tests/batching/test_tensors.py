@@ -14,6 +14,7 @@ def rows(start: int, count: int, width: int = 3) -> np.ndarray:
 
 
 def test_batch_rows() -> None:
+    assert batch_rows({"a": np.zeros((0, 2))}) == 0
     assert batch_rows({"a": np.zeros((5, 2)), "b": np.zeros((5,))}) == 5
     assert batch_rows({"a": np.zeros((5, 2)), "b": np.zeros((4,))}) is None
     assert batch_rows({"a": np.float32(1.0) * np.ones(())}) is None
@@ -61,11 +62,34 @@ def test_variable_length_padding_and_unpadding() -> None:
     # A per-token output (same padded dimension) is cut back; a pooled one is only split by rows.
     per_token = batch.inputs["ids"] * 2
     pooled = batch.inputs["ids"].sum(axis=1)
-    first, second = split({"tokens": per_token, "sum": pooled}, batch)
+    variable = {"tokens": frozenset({1}), "sum": frozenset()}  # the signature: tokens [-1,-1], sum [-1]
+    first, second = split({"tokens": per_token, "sum": pooled}, batch, variable)
     np.testing.assert_array_equal(first["tokens"], [[2, 4]])
     np.testing.assert_array_equal(first["sum"], [3])
     np.testing.assert_array_equal(second["tokens"], long * 2)
     np.testing.assert_array_equal(second["sum"], long.sum(axis=1))
+
+
+def test_fixed_output_dimensions_are_never_cut() -> None:
+    # Lengths 2 and 4, and an embedding of width 4: the same size as the padded length, but declared fixed.
+    batch = merge(
+        [{"ids": np.ones((1, 2), np.int64)}, {"ids": np.ones((1, 4), np.int64)}], pad_variable_length=True
+    )
+    embedding = np.arange(8, dtype=np.float32).reshape(2, 4)
+    first, _ = split({"embedding": embedding}, batch, {"embedding": frozenset()})
+    assert first["embedding"].shape == (1, 4)
+    first, _ = split({"embedding": embedding}, batch)  # no signature information: nothing is cut
+    assert first["embedding"].shape == (1, 4)
+
+
+def test_an_axis_two_inputs_padded_differently_is_cut_by_the_matching_size() -> None:
+    a = {"ids": np.ones((1, 2), np.int64), "chars": np.ones((1, 5), np.int64)}
+    b = {"ids": np.ones((1, 4), np.int64), "chars": np.ones((1, 6), np.int64)}
+    batch = merge([a, b], pad_variable_length=True)
+    variable = {"per_id": frozenset({1}), "per_char": frozenset({1})}
+    first, second = split({"per_id": np.zeros((2, 4)), "per_char": np.zeros((2, 6))}, batch, variable)
+    assert first["per_id"].shape == (1, 2) and first["per_char"].shape == (1, 5)
+    assert second["per_id"].shape == (1, 4) and second["per_char"].shape == (1, 6)
 
 
 def test_variable_length_strings_pad_with_empty_bytes() -> None:

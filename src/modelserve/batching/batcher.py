@@ -10,9 +10,11 @@ that can be stacked share a queue. All queues of a version share one bound on qu
 bound answers RESOURCE_EXHAUSTED at once (TF Serving's behaviour), so memory never grows without limit.
 
 A request's rows stay together unless ``split_large_batches`` allows cutting it across batches (its
-pieces are reassembled in order). A task whose deadline passed, or whose caller gave up, is dropped
-before it runs. If a merged batch fails, each request in it is run alone, so one bad request fails only
-itself. Every task's ``release`` (the version handle) is called once, when the batcher is done with it.
+pieces are reassembled in order). A caller that stops waiting (deadline, cancellation) abandons its
+ticket: the rows leave the queue at once and never run. If a merged batch fails, each request in it is
+run alone, so one bad request fails only itself. Every task's ``release`` (the version handle) is called
+exactly once, when the batcher is done with it, and never under the batcher's lock (a release takes the
+version's own lock).
 """
 
 from __future__ import annotations
@@ -29,10 +31,18 @@ from typing import Protocol
 
 import numpy as np
 
+from modelserve.batching.estimators import ArrivalRate
 from modelserve.batching.options import BatchingOptions
 from modelserve.batching.policy import AdaptivePolicy, BatchPolicy, QueueView, StaticPolicy
 from modelserve.batching.tensors import MergedBatch, batch_rows, merge, pad_target, shape_key, split
-from modelserve.errors import DeadlineExceeded, Internal, InvalidArgument, ResourceExhausted, ServingError
+from modelserve.errors import (
+    DeadlineExceeded,
+    Internal,
+    InvalidArgument,
+    ResourceExhausted,
+    ServingError,
+    Unavailable,
+)
 
 log = logging.getLogger("modelserve.batching")
 
@@ -68,9 +78,8 @@ class BatchObserver(Protocol):
 class _Task:
     """One request in a queue; split requests are dispatched in pieces, ``taken`` rows at a time."""
 
-    signature_name: str
+    queue: _Queue
     inputs: Mapping[str, np.ndarray]
-    outputs: tuple[str, ...]
     rows: int
     enqueued: float
     deadline: float | None
@@ -101,13 +110,35 @@ class _Piece:
 
 
 class _Queue:
-    __slots__ = ("outputs", "rows", "signature_name", "tasks")
+    __slots__ = ("arrivals", "outputs", "rows", "signature_name", "tasks")
 
     def __init__(self, signature_name: str, outputs: tuple[str, ...]) -> None:
         self.signature_name = signature_name
         self.outputs = outputs
         self.tasks: deque[_Task] = deque()
         self.rows = 0  # rows queued and not yet handed to a batch
+        self.arrivals = ArrivalRate()  # per queue: rows bound elsewhere never fill this one
+
+
+Outcome = tuple[_Piece, Outputs | None, ServingError | None]
+
+
+class BatchTicket:
+    """A queued request: await ``future``; call ``abandon`` when no longer waiting for it."""
+
+    __slots__ = ("_batcher", "_task")
+
+    def __init__(self, batcher: Batcher, task: _Task) -> None:
+        self._batcher = batcher
+        self._task = task
+
+    @property
+    def future(self) -> asyncio.Future[Outputs]:
+        return self._task.future
+
+    def abandon(self) -> None:
+        """Take the request's queued rows out at once (they never run); idempotent."""
+        self._batcher._abandon(self._task)
 
 
 class Batcher:
@@ -119,12 +150,14 @@ class Batcher:
         options: BatchingOptions,
         name: str,
         observer: BatchObserver | None = None,
+        variable_output_axes: Callable[[str], Mapping[str, frozenset[int]]] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._run_model = run
         self.options = options
         self.name = name
         self._observer = observer
+        self._variable_output_axes = variable_output_axes
         self._clock = clock
         self.policy: BatchPolicy = (
             AdaptivePolicy(options.execution_batch_size, options.threads, options.allowed_batch_sizes)
@@ -149,8 +182,24 @@ class Batcher:
     # -- callers (event loops) --------------------------------------------------------------------------
 
     def can_batch(self, inputs: Mapping[str, np.ndarray]) -> bool:
-        """False for requests without a shared dimension 0 (scalars): those run unbatched."""
-        return batch_rows(inputs) is not None
+        """False for requests without rows to stack (scalars, empty batches): those run unbatched."""
+        return bool(batch_rows(inputs))
+
+    def runs_inline(self, rows: int, threshold_seconds: float) -> bool:
+        """Adaptive mode, idle batcher, cheap model: the caller may run this request itself, at once.
+
+        A batch of one dispatched immediately is what the adaptive policy would do anyway; on the
+        caller's thread it skips two thread hand-offs, so batching costs nothing at low load. Only for
+        sizes already measured: an estimate never extrapolates a request onto the event loop.
+        """
+        policy = self.policy
+        if not isinstance(policy, AdaptivePolicy) or rows > self.options.max_batch_size:
+            return False
+        with self._cond:
+            if self._queued_rows or self._busy or rows > policy.latency.largest_observed:
+                return False
+            estimate = policy.estimate(rows)
+        return estimate is not None and estimate < threshold_seconds
 
     def submit(
         self,
@@ -159,53 +208,44 @@ class Batcher:
         outputs: Sequence[str],
         timeout_seconds: float | None,
         release: Callable[[], None],
-    ) -> asyncio.Future[Outputs]:
-        """Queue one request; the future resolves to its outputs. ``release`` is called exactly once,
-        when the batcher no longer uses the request (also when this raises)."""
+    ) -> BatchTicket:
+        """Queue one request; the ticket's future resolves to its outputs. ``release`` is called exactly
+        once, when the batcher no longer uses the request (at once when this raises)."""
         try:
             rows = batch_rows(inputs)
-            if rows is None:
-                raise InvalidArgument("request cannot be batched: inputs must share dimension 0")
+            if not rows:
+                raise InvalidArgument("request cannot be batched: inputs must share a non-empty dimension 0")
             if rows > self.options.max_batch_size:
                 # TF Serving's wording (shared_batch_scheduler.h).
                 raise InvalidArgument(
                     f"Task size {rows} is larger than maximum input batch size {self.options.max_batch_size}"
                 )
             loop = asyncio.get_running_loop()
-            now = self._clock()
-            task = _Task(
-                signature_name=signature_name,
-                inputs=inputs,
-                outputs=tuple(outputs),
-                rows=rows,
-                enqueued=now,
-                deadline=None if timeout_seconds is None else now + timeout_seconds,
-                future=loop.create_future(),
-                loop=loop,
-                release=release,
-                unfinished=rows,
-            )
-            key = (signature_name, task.outputs, shape_key(inputs, self.options.pad_variable_length_inputs))
+            future: asyncio.Future[Outputs] = loop.create_future()
+            key = (signature_name, tuple(outputs), shape_key(inputs, self.options.pad_variable_length_inputs))
             with self._cond:
                 if self._closed:
-                    raise ResourceExhausted(f"batcher of {self.name} is shut down")
+                    raise Unavailable(f"the batcher of {self.name} is shutting down")
                 if self._queued_rows + rows > self.options.max_enqueued_rows:
-                    rejected = True
+                    task = None
                 else:
-                    rejected = False
+                    now = self._clock()
                     queue = self._queues.get(key)
                     if queue is None:
-                        queue = self._queues[key] = _Queue(signature_name, task.outputs)
+                        queue = self._queues[key] = _Queue(signature_name, tuple(outputs))
+                    queue.arrivals.record(rows, now)
+                    deadline = None if timeout_seconds is None else now + timeout_seconds
+                    task = _Task(queue, inputs, rows, now, deadline, future, loop, release, unfinished=rows)
                     queue.tasks.append(task)
                     queue.rows += rows
                     self._queued_rows += rows
-                    self.policy.observe_arrival(rows, now)
                     if self._busy < len(self._threads):
                         self._cond.notify()
-            if rejected:
+            if task is None:
                 if self._observer is not None:
                     self._observer.task_rejected()
-                # TF Serving's wording (shared_batch_scheduler.h), with the bound.
+                # TF Serving's wording (shared_batch_scheduler.h), with the bound. TF Serving answers
+                # UNAVAILABLE; modelserve answers RESOURCE_EXHAUSTED (HTTP 429), see docs/batching.md.
                 raise ResourceExhausted(
                     f"The batch scheduling queue to which this task was submitted is full "
                     f"({self.options.max_enqueued_rows} rows queued for {self.name})"
@@ -213,44 +253,52 @@ class Batcher:
         except BaseException:
             release()
             raise
-        return task.future
-
-    def runs_inline(self, rows: int, threshold_seconds: float) -> bool:
-        """Adaptive mode, idle batcher, cheap model: the caller may run this request itself, at once.
-
-        A batch of one dispatched immediately is what the adaptive policy would do anyway; on the
-        caller's thread it skips two thread hand-offs, so batching costs nothing at low load.
-        """
-        if not self.options.adaptive or self._queued_rows or self._busy:
-            return False
-        estimate = self.policy.estimate(rows) if isinstance(self.policy, AdaptivePolicy) else None
-        return estimate is not None and estimate < threshold_seconds
+        return BatchTicket(self, task)
 
     def queued_rows(self) -> int:
         """Rows waiting in this version's queues (a gauge)."""
         return self._queued_rows
 
     def close(self, timeout: float = 10.0) -> None:
-        """Stop the batch threads once the queues are empty. Idempotent."""
+        """Run what is queued, then stop the batch threads. Idempotent."""
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+        deadline = time.monotonic() + timeout
         for thread in self._threads:
             if thread is not threading.current_thread():
-                thread.join(timeout)
+                thread.join(max(0.0, deadline - time.monotonic()))
+
+    def _abandon(self, task: _Task) -> None:
+        with self._cond:
+            task.failed = True
+            remaining = task.rows - task.taken
+            if remaining:
+                task.queue.rows -= remaining
+                self._queued_rows -= remaining
+                task.taken = task.rows
+                self._finish_rows(task, remaining)
+            releases, self._to_release = self._to_release, []
+        for release in releases:
+            release()
 
     # -- batch threads ------------------------------------------------------------------------------------
 
     def _work(self) -> None:
         while True:
+            batch: tuple[_Queue, list[_Piece]] | None = None
             with self._cond:
-                batch = self._next_batch()
-                # Wait for work, unless dropped tasks left handles to release first.
-                while batch is None and not self._to_release:
-                    if self._closed and self._queued_rows == 0:
-                        break
-                    self._cond.wait(self._wait_seconds)
+                try:
                     batch = self._next_batch()
+                    # Wait for work, unless dropped tasks left handles to release first.
+                    while batch is None and not self._to_release:
+                        if self._closed and self._queued_rows == 0:
+                            break
+                        self._cond.wait(self._wait_seconds)
+                        batch = self._next_batch()
+                except Exception:  # a bug here must not stop the thread (nor every queue with it)
+                    log.exception("batch thread of %s failed to form a batch", self.name)
+                    self._cond.wait(0.01)
                 if batch is not None:
                     self._busy += 1
                 stop = batch is None and self._closed and self._queued_rows == 0
@@ -263,8 +311,10 @@ class Batcher:
                 continue
             try:
                 self._run(*batch)
-            except BaseException:  # never lose a batch thread; the tasks were already answered
-                log.exception("batch thread of %s failed", self.name)
+            except Exception as exc:  # last resort: answer every request of the batch, release them
+                log.exception("batch of %s failed", self.name)
+                error = Internal(f"batching failed: {type(exc).__name__}: {exc}")
+                self._deliver([(piece, None, error) for piece in batch[1]])
             finally:
                 with self._cond:
                     self._busy -= 1
@@ -282,12 +332,16 @@ class Batcher:
             if not queue.tasks:
                 del self._queues[key]
                 continue
-            decision = self.policy.decide(QueueView(queue.rows, now - queue.tasks[0].enqueued, idle), now)
+            oldest = queue.tasks[0]
+            view = QueueView(queue.rows, now - oldest.enqueued, idle, queue.arrivals.rate(now))
+            decision = self.policy.decide(view, now)
             if decision.dispatch or self._closed:
-                if best is None or queue.tasks[0].enqueued < best.tasks[0].enqueued:
+                if best is None or oldest.enqueued < best.tasks[0].enqueued:
                     best = queue
             else:
                 wait = min(wait, decision.wait)
+            if oldest.deadline is not None:  # wake up to answer it when it expires
+                wait = min(wait, oldest.deadline - now)
         self._wait_seconds = max(wait, 0.0)
         if best is None:
             return None
@@ -296,17 +350,18 @@ class Batcher:
 
     def _drop_abandoned_head(self, queue: _Queue, now: float) -> None:
         while queue.tasks and queue.tasks[0].abandoned(now):
-            self._drop(queue, queue.tasks.popleft())
+            self._drop(queue.tasks.popleft())
 
-    def _drop(self, queue: _Queue, task: _Task) -> None:
-        """Under the lock: answer and forget a queued task whose deadline passed or whose caller gave up."""
+    def _drop(self, task: _Task) -> None:
+        """Under the lock: forget a queued task whose deadline passed or whose caller gave up."""
         remaining = task.rows - task.taken
-        queue.rows -= remaining
+        task.queue.rows -= remaining
         self._queued_rows -= remaining
         task.taken = task.rows
         if not task.failed and not task.future.done():
             error = DeadlineExceeded(f"Deadline exceeded while queued for batching on {self.name}")
             self._resolve([(task, None, error)])
+        task.failed = True
         self._finish_rows(task, remaining)
 
     def _take(self, queue: _Queue, now: float) -> list[_Piece]:
@@ -316,14 +371,14 @@ class Batcher:
         while queue.tasks and capacity > 0:
             task = queue.tasks[0]
             if task.abandoned(now):
-                self._drop(queue, queue.tasks.popleft())
+                self._drop(queue.tasks.popleft())
                 continue
             remaining = task.rows - task.taken
-            if remaining > capacity:
-                if not self.options.split_large_batches:
-                    break  # the batch is full; this task opens the next one
+            if remaining > capacity and self.options.split_large_batches:
                 count = capacity
-            else:
+            elif remaining > capacity and pieces:
+                break  # the batch is full; this task opens the next one
+            else:  # the whole task (never cut one that may not be split)
                 count = remaining
                 queue.tasks.popleft()
             pieces.append(_Piece(task, task.taken, count))
@@ -336,47 +391,49 @@ class Batcher:
     def _run(self, queue: _Queue, pieces: list[_Piece]) -> None:
         started = self._clock()
         delays = [started - p.task.enqueued for p in pieces]
-        outcomes: list[tuple[_Piece, Outputs | None, ServingError | None]]
+        variable = self._variable_output_axes(queue.signature_name) if self._variable_output_axes else None
+        outcomes: list[Outcome]
+        batch: MergedBatch | None = None
         try:
             batch = merge(
                 [p.inputs() for p in pieces],
                 pad_target(sum(p.rows for p in pieces), self.options.allowed_batch_sizes),
                 self.options.pad_variable_length_inputs,
             )
-            results = split(self._call(queue, batch.inputs), batch)
+            results = split(self._call(queue, batch.inputs), batch, variable)
             outcomes = [(p, r, None) for p, r in zip(pieces, results, strict=True)]
-        except ServingError as error:
-            outcomes = [(pieces[0], None, error)] if len(pieces) == 1 else self._run_alone(queue, pieces)
+        except Exception as exc:
             batch = None
+            if len(pieces) == 1:
+                outcomes = [(pieces[0], None, _serving_error(exc))]
+            else:
+                outcomes = self._run_alone(queue, pieces, variable)
         elapsed = self._clock() - started
         if batch is not None:
-            self.policy.observe_batch(batch.padded_rows, elapsed)
+            with self._cond:
+                self.policy.observe_batch(batch.padded_rows, elapsed)
         self._deliver(outcomes)
         if self._observer is not None and batch is not None:
             self._observer.batch_ran(batch.real_rows, batch.padded_rows, elapsed, delays)
 
     def _run_alone(
-        self, queue: _Queue, pieces: list[_Piece]
-    ) -> list[tuple[_Piece, Outputs | None, ServingError | None]]:
+        self, queue: _Queue, pieces: list[_Piece], variable: Mapping[str, frozenset[int]] | None
+    ) -> list[Outcome]:
         """After a merged batch failed: run each request alone, so only the bad ones fail."""
-        outcomes: list[tuple[_Piece, Outputs | None, ServingError | None]] = []
+        outcomes: list[Outcome] = []
         for piece in pieces:
             try:
-                batch: MergedBatch = merge([piece.inputs()], 0, False)
-                outcomes.append((piece, split(self._call(queue, batch.inputs), batch)[0], None))
-            except ServingError as error:
-                outcomes.append((piece, None, error))
+                batch = merge([piece.inputs()])
+                outcomes.append((piece, split(self._call(queue, batch.inputs), batch, variable)[0], None))
+            except Exception as exc:
+                outcomes.append((piece, None, _serving_error(exc)))
         return outcomes
 
     def _call(self, queue: _Queue, inputs: Mapping[str, np.ndarray]) -> Outputs:
-        try:
-            return self._run_model(queue.signature_name, inputs, queue.outputs)
-        except ServingError:
-            raise
-        except Exception as exc:  # the runtime's own error on input that passed validation
-            raise Internal(f"{type(exc).__name__}: {exc}") from exc
+        return self._run_model(queue.signature_name, inputs, queue.outputs)
 
-    def _deliver(self, outcomes: list[tuple[_Piece, Outputs | None, ServingError | None]]) -> None:
+    def _deliver(self, outcomes: list[Outcome]) -> None:
+        complete: list[_Task] = []
         ready: list[tuple[_Task, Outputs | None, ServingError | None]] = []
         with self._cond:  # pieces of one split task may finish on different batch threads
             for piece, result, error in outcomes:
@@ -389,15 +446,22 @@ class Batcher:
                     task.parts.append((piece.start, result))
                     task.delivered += piece.rows
                     if task.delivered == task.rows:
-                        ready.append((task, _assemble(task.parts), None))
+                        complete.append(task)
                 self._finish_rows(task, piece.rows)
             releases, self._to_release = self._to_release, []
+        for task in complete:  # reassembly copies arrays: outside the lock
+            try:
+                ready.append((task, _assemble(task.parts), None))
+            except Exception as exc:
+                ready.append((task, None, _serving_error(exc)))
         self._resolve(ready)
         for release in releases:
             release()
 
     def _finish_rows(self, task: _Task, rows: int) -> None:
         """Under the lock: ``rows`` of ``task`` ran or were dropped; queue its release when all are done."""
+        if rows <= 0:
+            return
         task.unfinished -= rows
         if task.unfinished == 0:
             self._to_release.append(task.release)
@@ -410,6 +474,13 @@ class Batcher:
             # RuntimeError: the loop closed, nobody is waiting any more.
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_set_results, items)
+
+
+def _serving_error(exc: Exception) -> ServingError:
+    """A runtime's own exception on input that passed validation is an internal error."""
+    if isinstance(exc, ServingError):
+        return exc
+    return Internal(f"{type(exc).__name__}: {exc}")
 
 
 def _assemble(parts: list[tuple[int, Outputs]]) -> Outputs:

@@ -31,33 +31,41 @@ class BatchLatencyModel:
     def known(self) -> bool:
         return bool(self._avg)
 
+    @property
+    def largest_observed(self) -> int:
+        """The largest batch size measured so far (0 before any)."""
+        return max(self._avg, default=0)
+
     def estimate(self, size: int) -> float | None:
         """Seconds for a batch of ``size`` rows; None before any batch ran."""
         exact = self._avg.get(size)
         if exact is not None:
             return exact
-        if not self._avg:
+        points = list(self._avg.items())  # one snapshot: batch threads may add sizes meanwhile
+        if not points:
             return None
-        if len(self._avg) == 1:
-            ((seen, seconds),) = self._avg.items()
+        if len(points) == 1:
+            ((seen, seconds),) = points
             # One point: assume the cost is all overhead below it and linear in rows above it.
             return seconds if size <= seen else seconds * size / seen
-        intercept, slope = self._fit()
-        low = min(self._avg.values())
+        intercept, slope = _fit(points)
+        low = min(seconds for _, seconds in points)
         return max(low, intercept + slope * size)
 
-    def _fit(self) -> tuple[float, float]:
-        sizes = list(self._avg)
-        times = list(self._avg.values())
-        n = len(sizes)
-        mean_x = sum(sizes) / n
-        mean_y = sum(times) / n
-        var_x = sum((x - mean_x) ** 2 for x in sizes)
-        if var_x == 0:
-            return mean_y, 0.0
-        slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(sizes, times, strict=True)) / var_x
-        slope = max(slope, 0.0)  # larger batches never run faster; noise must not say otherwise
-        return mean_y - slope * mean_x, slope
+
+def _fit(points: list[tuple[int, float]]) -> tuple[float, float]:
+    """Least-squares line through (size, seconds), with a slope of at least 0."""
+    sizes = [size for size, _ in points]
+    times = [seconds for _, seconds in points]
+    n = len(sizes)
+    mean_x = sum(sizes) / n
+    mean_y = sum(times) / n
+    var_x = sum((x - mean_x) ** 2 for x in sizes)
+    if var_x == 0:
+        return mean_y, 0.0
+    slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(sizes, times, strict=True)) / var_x
+    slope = max(slope, 0.0)  # larger batches never run faster; noise must not say otherwise
+    return mean_y - slope * mean_x, slope
 
 
 class ArrivalRate:

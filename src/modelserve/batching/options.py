@@ -21,6 +21,20 @@ class BatchingOptions:
     pad_variable_length_inputs: bool = False
     split_large_batches: bool = False
 
+    def __post_init__(self) -> None:
+        if not 1 <= self.execution_batch_size <= self.max_batch_size:
+            raise InvalidArgument(
+                f"the execution batch size ({self.execution_batch_size}) must be between 1 and "
+                f"max_batch_size ({self.max_batch_size})"
+            )
+        if not self.split_large_batches and self.execution_batch_size != self.max_batch_size:
+            raise InvalidArgument("max_execution_batch_size needs enable_large_batch_splitting")
+        if self.threads < 1 or self.max_enqueued_rows < 1:
+            raise InvalidArgument(
+                f"num_batch_threads ({self.threads}) and the queue bound ({self.max_enqueued_rows} rows) "
+                f"must be positive"
+            )
+
     @property
     def adaptive(self) -> bool:
         return self.timeout_seconds is None

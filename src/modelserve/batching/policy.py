@@ -1,7 +1,8 @@
 """When a batch thread that is free to run should take the rows waiting in a queue, or wait for more.
 
 Pure functions of a ``QueueView`` (what is queued, how long the oldest row waited, how many batch threads
-are free) and the clock: the batcher asks, the policy answers dispatch-now or look-again-in-``wait``.
+are free, how fast rows arrive at this queue) and the clock: the batcher asks, the policy answers
+dispatch-now or look-again-in-``wait``.
 
 - ``StaticPolicy`` is TF Serving's: a batch closes when it is full or when its oldest task has waited
   ``batch_timeout_micros``.
@@ -20,7 +21,7 @@ import math
 from dataclasses import dataclass
 from typing import Protocol
 
-from modelserve.batching.estimators import ArrivalRate, BatchLatencyModel
+from modelserve.batching.estimators import BatchLatencyModel
 
 WAIT_FOREVER = math.inf
 
@@ -32,6 +33,7 @@ class QueueView:
     rows: int
     oldest_wait: float  # seconds since the oldest queued row arrived; 0 when empty
     idle_threads: int  # batch threads free to run a batch, the asking one included
+    arrival_rate: float = 0.0  # rows/s arriving at this queue lately
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,10 +55,6 @@ class BatchPolicy(Protocol):
         """Whether to dispatch ``view``'s rows now (``now`` is the batcher's monotonic clock)."""
         ...
 
-    def observe_arrival(self, rows: int, now: float) -> None:
-        """A task of ``rows`` rows was queued."""
-        ...
-
     def observe_batch(self, rows: int, seconds: float) -> None:
         """A batch of ``rows`` rows (after padding) ran in ``seconds``."""
         ...
@@ -75,9 +73,6 @@ class StaticPolicy:
         if view.rows >= self.max_batch_size or view.oldest_wait >= self.timeout_seconds:
             return DISPATCH
         return Decision(dispatch=False, wait=self.timeout_seconds - view.oldest_wait)
-
-    def observe_arrival(self, rows: int, now: float) -> None:
-        pass
 
     def observe_batch(self, rows: int, seconds: float) -> None:
         pass
@@ -99,21 +94,19 @@ class AdaptivePolicy:
         threads: int,
         candidate_sizes: tuple[int, ...] = (),
         latency: BatchLatencyModel | None = None,
-        arrivals: ArrivalRate | None = None,
     ) -> None:
         self.max_batch_size = max_batch_size
         self.threads = max(1, threads)
         self.candidates = candidate_sizes or _powers_of_two_up_to(max_batch_size)
         self.latency = latency or BatchLatencyModel()
-        self.arrivals = arrivals or ArrivalRate()
 
     def estimate(self, rows: int) -> float | None:
         """Seconds a batch of ``rows`` rows takes to run, as measured so far."""
         return self.latency.estimate(rows)
 
-    def target_size(self, now: float) -> int:
+    def target_size(self, arrival_rate: float) -> int:
         """The smallest batch size whose throughput over all batch threads keeps up with arrivals."""
-        demand = self.arrivals.rate(now) * self.HEADROOM
+        demand = arrival_rate * self.HEADROOM
         for size in self.candidates:
             seconds = self.latency.estimate(size)
             if seconds is None or seconds <= 0 or self.threads * size / seconds >= demand:
@@ -126,12 +119,12 @@ class AdaptivePolicy:
             return IDLE
         if rows >= self.max_batch_size or view.idle_threads > 1 or not self.latency.known:
             return DISPATCH
-        target = self.target_size(now)
+        rate = view.arrival_rate
+        target = self.target_size(rate)
         if rows >= target:
             return DISPATCH
         run_now = self.latency.estimate(rows) or 0.0
         remaining = self.MAX_WAIT_FRACTION * run_now - view.oldest_wait
-        rate = self.arrivals.rate(now)
         if remaining <= 0 or rate <= 0:
             return DISPATCH
         # Rows queued by the end of the longest wait. A closed-loop client waiting for this very batch
@@ -147,9 +140,6 @@ class AdaptivePolicy:
     def _throughput(self, rows: int) -> float:
         seconds = self.latency.estimate(rows) or 0.0
         return rows / seconds if seconds > 0 else float("inf")
-
-    def observe_arrival(self, rows: int, now: float) -> None:
-        self.arrivals.record(rows, now)
 
     def observe_batch(self, rows: int, seconds: float) -> None:
         self.latency.observe(rows, seconds)

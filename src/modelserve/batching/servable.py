@@ -6,12 +6,11 @@ The inference service recognises it and queues requests with ``submit`` instead 
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-from modelserve.batching.batcher import Batcher, BatchObserver, Outputs
+from modelserve.batching.batcher import Batcher, BatchObserver, BatchTicket
 from modelserve.batching.options import BatchingOptions
 from modelserve.core.servable import Servable
 from modelserve.core.signature import Signature
@@ -28,7 +27,7 @@ class BatchingServable:
         observer: BatchObserver | None = None,
     ) -> None:
         self.inner = inner
-        self.batcher = Batcher(inner.predict, options, name, observer)
+        self.batcher = Batcher(inner.predict, options, name, observer, self._variable_output_axes)
         self._observer = observer
         if observer is not None:
             observer.watch_queue(self.batcher.queued_rows)
@@ -56,9 +55,19 @@ class BatchingServable:
         output_names: Sequence[str],
         timeout_seconds: float | None,
         release: Callable[[], None],
-    ) -> asyncio.Future[Outputs]:
+    ) -> BatchTicket:
         """Queue one request for batching (see ``Batcher.submit``)."""
         return self.batcher.submit(signature_name, inputs, output_names, timeout_seconds, release)
+
+    def _variable_output_axes(self, signature_name: str) -> dict[str, frozenset[int]]:
+        """Per output, the dimensions its signature declares variable (they may be un-padded)."""
+        signature = self.inner.signatures.get(signature_name)
+        if signature is None:
+            return {}
+        return {
+            name: frozenset(axis for axis, dim in enumerate(spec.shape or ()) if dim is None)
+            for name, spec in signature.outputs.items()
+        }
 
     def memory_bytes(self) -> int:
         return self.inner.memory_bytes()

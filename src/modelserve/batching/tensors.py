@@ -7,8 +7,10 @@ Rows are stacked along dimension 0, in queue order. Two kinds of padding, both u
   are dropped;
 - **variable-length padding** (``pad_variable_length_inputs``): inputs whose other dimensions differ (token
   sequences of different lengths) are zero-padded to the longest along each such dimension. An output
-  dimension of the same index and the same padded size is cut back to each request's own length, so a
-  per-token output comes back as long as the request's tokens.
+  dimension that the signature declares variable (-1), of the same index and the same padded size as a
+  padded input dimension, is cut back to each request's own length, so a per-token output comes back as
+  long as the request's tokens. Fixed output dimensions (an embedding's width) are never cut, and neither
+  is a dimension that two inputs padded differently would claim.
 """
 
 from __future__ import annotations
@@ -51,8 +53,8 @@ class MergedBatch:
     inputs: dict[str, np.ndarray]
     rows: tuple[int, ...]  # rows of each part, in order
     padded_rows: int  # rows actually run, >= sum(rows)
-    # Per padded dimension index: the padded size and each part's own size (variable-length padding).
-    padded_dims: dict[int, tuple[int, tuple[int, ...]]]
+    # Per padded dimension index: (padded size, each part's own size) for every input padded there.
+    padded_dims: dict[int, list[tuple[int, tuple[int, ...]]]]
 
     @property
     def real_rows(self) -> int:
@@ -66,7 +68,7 @@ def merge(parts: Sequence[Tensors], pad_to_rows: int = 0, pad_variable_length: b
     padded_rows = max(total, pad_to_rows)
     names = list(parts[0])
     inputs: dict[str, np.ndarray] = {}
-    padded_dims: dict[int, tuple[int, tuple[int, ...]]] = {}
+    padded_dims: dict[int, list[tuple[int, tuple[int, ...]]]] = {}
     for name in names:
         arrays = [part[name] for part in parts]
         inner = [a.shape[1:] for a in arrays]
@@ -98,13 +100,19 @@ def merge(parts: Sequence[Tensors], pad_to_rows: int = 0, pad_variable_length: b
         inputs[name] = merged
         for axis, size in enumerate(target, start=1):
             sizes = tuple(shape[axis - 1] for shape in inner)
-            if any(s != size for s in sizes):
-                padded_dims.setdefault(axis, (size, sizes))
+            if any(s != size for s in sizes) and (size, sizes) not in padded_dims.get(axis, []):
+                padded_dims.setdefault(axis, []).append((size, sizes))
     return MergedBatch(inputs, rows, padded_rows, padded_dims)
 
 
-def split(outputs: Tensors, batch: MergedBatch) -> list[dict[str, np.ndarray]]:
-    """Cut the batch's outputs into one result per part (views, no copies where possible)."""
+def split(
+    outputs: Tensors, batch: MergedBatch, variable_axes: Mapping[str, frozenset[int]] | None = None
+) -> list[dict[str, np.ndarray]]:
+    """Cut the batch's outputs into one result per part (views, no copies where possible).
+
+    ``variable_axes`` names, per output, the dimensions its signature declares variable: only those may
+    be cut back after variable-length padding.
+    """
     if len(batch.rows) == 1 and batch.padded_rows == batch.rows[0] and not batch.padded_dims:
         return [dict(outputs)]
     for name, array in outputs.items():
@@ -113,14 +121,18 @@ def split(outputs: Tensors, batch: MergedBatch) -> list[dict[str, np.ndarray]]:
                 f"output '{name}' has shape {list(array.shape)} for a batch of {batch.padded_rows} rows: "
                 f"the model's outputs are not batched along dimension 0"
             )
+    cuts = {
+        name: _unpadding(array, batch, (variable_axes or {}).get(name, frozenset()))
+        for name, array in outputs.items()
+    }
     results: list[dict[str, np.ndarray]] = []
     offset = 0
     for index, rows in enumerate(batch.rows):
         result: dict[str, np.ndarray] = {}
         for name, array in outputs.items():
             part = array[offset : offset + rows]
-            for axis, (padded, sizes) in batch.padded_dims.items():
-                if axis < part.ndim and part.shape[axis] == padded and sizes[index] != padded:
+            for axis, sizes in cuts[name]:
+                if sizes[index] != part.shape[axis]:
                     cut = [slice(None)] * part.ndim
                     cut[axis] = slice(0, sizes[index])
                     part = part[tuple(cut)]
@@ -128,6 +140,20 @@ def split(outputs: Tensors, batch: MergedBatch) -> list[dict[str, np.ndarray]]:
         results.append(result)
         offset += rows
     return results
+
+
+def _unpadding(
+    array: np.ndarray, batch: MergedBatch, variable: frozenset[int]
+) -> list[tuple[int, tuple[int, ...]]]:
+    """The (axis, per-part sizes) to cut ``array`` back along: variable axes padded unambiguously."""
+    cuts = []
+    for axis, candidates in batch.padded_dims.items():
+        if axis not in variable or axis >= array.ndim:
+            continue
+        matching = [sizes for padded, sizes in candidates if padded == array.shape[axis]]
+        if len(matching) == 1:
+            cuts.append((axis, matching[0]))
+    return cuts
 
 
 def pad_target(rows: int, allowed_batch_sizes: Sequence[int]) -> int:

@@ -192,10 +192,14 @@ class InferenceService:
         servable = call.handle.servable
         assert isinstance(servable, BatchingServable)
         # The batcher releases the handle once the request ran or was dropped.
-        future = servable.submit(call.signature_name, call.inputs, call.outputs, timeout, call.handle.close)
+        ticket = servable.submit(call.signature_name, call.inputs, call.outputs, timeout, call.handle.close)
         try:
-            return await asyncio.wait_for(future, timeout)
+            return await asyncio.wait_for(ticket.future, timeout)
+        except asyncio.CancelledError:
+            ticket.abandon()  # the caller went away: its rows leave the queue now
+            raise
         except TimeoutError:
+            ticket.abandon()
             raise DeadlineExceeded(
                 f"Deadline exceeded after {(timeout or 0) * 1000:.0f} ms waiting for a batch of model "
                 f"{call.handle.model} version {call.handle.version}"
