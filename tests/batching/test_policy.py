@@ -98,6 +98,36 @@ def test_adaptive_policy_table(
     assert decision.dispatch is dispatch, why
 
 
+@pytest.mark.parametrize(
+    ("rows", "returning", "ready_wait", "dispatch", "why"),
+    [
+        (2, 2, 0.0, False, "two clients just answered will send again: wait for them"),
+        (2, 2, 0.003, True, "waited a quarter of the run time for them already"),
+        (2, 0, 0.0, True, "nobody is coming back, and the rate alone brings too few rows"),
+        (1, 1, 0.0, False, "one client coming back doubles the batch"),
+    ],
+)
+def test_adaptive_waits_for_closed_loop_clients_coming_back(
+    rows: int, returning: int, ready_wait: float, dispatch: bool, why: str
+) -> None:
+    # OVERHEAD model at 300 rows/s: the target is 4 rows; 2 rows run in about 10 ms (a quarter: 2.5 ms).
+    # The rows queued behind a busy thread long ago (oldest_wait), but could run only now (ready_wait).
+    view = QueueView(
+        rows,
+        oldest_wait=0.5,
+        idle_threads=1,
+        arrival_rate=steady_rate(300),
+        returning=returning,
+        ready_wait=ready_wait,
+    )
+    assert adaptive(OVERHEAD).decide(view, 10.0).dispatch is dispatch, why
+
+
+def test_adaptive_does_not_wait_for_returning_clients_when_batches_are_not_cheaper() -> None:
+    view = QueueView(2, 0.0, 1, steady_rate(300), returning=2, ready_wait=0.0)
+    assert adaptive(LINEAR).decide(view, 10.0).dispatch
+
+
 def test_adaptive_wait_is_bounded_by_half_the_run_time() -> None:
     policy = adaptive(OVERHEAD)
     rate = steady_rate(2000)

@@ -110,7 +110,7 @@ class _Piece:
 
 
 class _Queue:
-    __slots__ = ("arrivals", "outputs", "rows", "signature_name", "tasks")
+    __slots__ = ("arrivals", "outputs", "returning", "rows", "signature_name", "tasks")
 
     def __init__(self, signature_name: str, outputs: tuple[str, ...]) -> None:
         self.signature_name = signature_name
@@ -118,6 +118,7 @@ class _Queue:
         self.tasks: deque[_Task] = deque()
         self.rows = 0  # rows queued and not yet handed to a batch
         self.arrivals = ArrivalRate()  # per queue: rows bound elsewhere never fill this one
+        self.returning = 0  # rows answered whose senders have not sent as many rows again yet
 
 
 Outcome = tuple[_Piece, Outputs | None, ServingError | None]
@@ -169,6 +170,7 @@ class Batcher:
         self._busy = 0
         self._closed = False
         self._wait_seconds = 0.0
+        self._last_free = 0.0  # when a batch thread last finished a batch
         # Handles to release once the lock is dropped: a release may take the version's own lock.
         self._to_release: list[Callable[[], None]] = []
         self._cond = threading.Condition(threading.Lock())
@@ -234,6 +236,7 @@ class Batcher:
                     if queue is None:
                         queue = self._queues[key] = _Queue(signature_name, tuple(outputs))
                     queue.arrivals.record(rows, now)
+                    queue.returning = max(0, queue.returning - rows)
                     deadline = None if timeout_seconds is None else now + timeout_seconds
                     task = _Task(queue, inputs, rows, now, deadline, future, loop, release, unfinished=rows)
                     queue.tasks.append(task)
@@ -318,6 +321,7 @@ class Batcher:
             finally:
                 with self._cond:
                     self._busy -= 1
+                    self._last_free = self._clock()
                     if self._queued_rows:
                         self._cond.notify()
 
@@ -333,7 +337,14 @@ class Batcher:
                 del self._queues[key]
                 continue
             oldest = queue.tasks[0]
-            view = QueueView(queue.rows, now - oldest.enqueued, idle, queue.arrivals.rate(now))
+            view = QueueView(
+                queue.rows,
+                now - oldest.enqueued,
+                idle,
+                queue.arrivals.rate(now),
+                queue.returning,
+                now - max(oldest.enqueued, self._last_free),
+            )
             decision = self.policy.decide(view, now)
             if decision.dispatch or self._closed:
                 if best is None or oldest.enqueued < best.tasks[0].enqueued:
@@ -412,6 +423,7 @@ class Batcher:
         if batch is not None:
             with self._cond:
                 self.policy.observe_batch(batch.padded_rows, elapsed)
+                queue.returning += batch.real_rows
         self._deliver(outcomes)
         if self._observer is not None and batch is not None:
             self._observer.batch_ran(batch.real_rows, batch.padded_rows, elapsed, delays)

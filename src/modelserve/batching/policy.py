@@ -9,10 +9,13 @@ dispatch-now or look-again-in-``wait``.
 - ``AdaptivePolicy`` needs no timeout. It measures the run time of each batch size and the arrival rate,
   and picks a target: the smallest batch that lets the batch threads keep up with the arrivals (with
   headroom). It dispatches at once when the queue holds the target, when another batch thread is idle
-  (the server is not saturated), or when waiting would not pay: the rows expected within half the run time
-  of the batch at hand would neither reach the target nor double the batch, or larger batches are not
-  cheaper per row on this model. Otherwise it waits, never longer than that half run time. At low load the
-  target is one row, so requests run as they arrive, with no added delay.
+  (the server is not saturated), or when waiting would not pay: larger batches are not cheaper per row on
+  this model, or no more rows are expected soon. Rows are expected soon when clients answered from this
+  queue have not sent again yet (closed-loop callers come back within a round trip; wait up to a quarter
+  of the batch at hand's run time), or when the measured rate brings enough of them (to reach the target
+  or double the batch) within half that run time. Waits count from when the rows could have run, so rows
+  that queued behind a busy thread do not use up the budget. At low load the target is one row, so
+  requests run as they arrive, with no added delay.
 """
 
 from __future__ import annotations
@@ -34,6 +37,12 @@ class QueueView:
     oldest_wait: float  # seconds since the oldest queued row arrived; 0 when empty
     idle_threads: int  # batch threads free to run a batch, the asking one included
     arrival_rate: float = 0.0  # rows/s arriving at this queue lately
+    # Rows answered from this queue whose senders have not sent again yet: closed-loop clients about
+    # to come back (a web tier waiting on its answers before it sends the next requests).
+    returning: int = 0
+    # Seconds the rows could have run but waited (since the oldest arrived or a thread came free,
+    # whichever is later); None: same as ``oldest_wait``. What the adaptive policy's bound applies to.
+    ready_wait: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +94,8 @@ class AdaptivePolicy:
     HEADROOM = 1.25
     # Longest wait, as a fraction of the run time of the batch at hand: bounds the latency waiting adds.
     MAX_WAIT_FRACTION = 0.5
+    # Longest wait for answered clients to send again, as a fraction of the batch at hand's run time.
+    RETURN_WAIT_FRACTION = 0.25
     # Waiting must raise rows/second by this factor to be worth it.
     MIN_GAIN = 1.1
 
@@ -124,17 +135,25 @@ class AdaptivePolicy:
         if rows >= target:
             return DISPATCH
         run_now = self.latency.estimate(rows) or 0.0
-        remaining = self.MAX_WAIT_FRACTION * run_now - view.oldest_wait
-        if remaining <= 0 or rate <= 0:
+        waited = view.oldest_wait if view.ready_wait is None else view.ready_wait
+        remaining = self.MAX_WAIT_FRACTION * run_now - waited
+        if remaining <= 0:
             return DISPATCH
-        # Rows queued by the end of the longest wait. A closed-loop client waiting for this very batch
-        # sends nothing more, which the measured rate reflects: then waiting gains too little.
+        gain = self._throughput(min(rows + max(view.returning, 1), target)) / self._throughput(rows)
+        if gain < self.MIN_GAIN:
+            return DISPATCH  # larger batches are not cheaper per row on this model
+        # Clients just answered come back within a round trip: wait for them (bounded).
+        returning_remaining = self.RETURN_WAIT_FRACTION * run_now - waited
+        if view.returning > 0 and returning_remaining > 0:
+            return Decision(dispatch=False, wait=returning_remaining)
+        # Otherwise, rows expected from the measured rate by the end of the longest wait. A closed-loop
+        # client waiting for this very batch sends nothing more, which the rate reflects.
         expected = rows + rate * remaining
-        if expected < min(target, 2 * rows):
+        if rate <= 0 or expected < min(target, 2 * rows):
             return DISPATCH
         reachable = min(int(expected), target)
         if self._throughput(reachable) < self.MIN_GAIN * self._throughput(rows):
-            return DISPATCH  # larger batches are not cheaper per row on this model
+            return DISPATCH
         return Decision(dispatch=False, wait=min(remaining, (target - rows) / rate))
 
     def _throughput(self, rows: int) -> float:
