@@ -170,24 +170,51 @@ def test_metrics_expose_batching(batching_server) -> None:  # type: ignore[no-un
 
 
 @pytest.mark.tensorflow
-def test_tensorflow_model_batched(start_server, half_plus_two_repo: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_tensorflow_model_batched_across_every_front_end(
+    start_server, half_plus_two_repo: Path, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     server = start_server(
         "--model_name=half_plus_two",
         f"--model_base_path={half_plus_two_repo}",
         *server_flags(tmp_path, "max_batch_size { value: 16 } batch_timeout_micros { value: 5000 }"),
     )
+    session = requests.Session()
+    with grpc.insecure_channel(server.grpc_target) as channel:
+        tfserving = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        v2 = grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel)
 
-    def call(i: int) -> None:
-        x = [float(i), float(i) + 0.5]  # x: float32 [-1]
-        reply = requests.post(
-            f"{server.url}/v1/models/half_plus_two:predict", json={"instances": x}, timeout=30
-        )
-        assert reply.status_code == 200, reply.text
-        assert reply.json()["predictions"] == [0.5 * v + 2 for v in x]
+        def call(i: int) -> None:
+            x = np.array([i, i + 0.5], dtype=np.float32)  # x: float32 [-1]; y = 0.5 x + 2
+            if i % 4 == 0:
+                reply = session.post(
+                    f"{server.url}/v1/models/half_plus_two:predict",
+                    json={"instances": x.tolist()},
+                    timeout=30,
+                )
+                assert reply.status_code == 200, reply.text
+                got = np.asarray(reply.json()["predictions"], dtype=np.float32)
+            elif i % 4 == 1:
+                request = predict_pb2.PredictRequest()
+                request.model_spec.name = "half_plus_two"
+                encode_tensor(x, request.inputs["x"])
+                got = decode_tensor(tfserving.Predict(request, timeout=30).outputs["y"])
+            elif i % 4 == 2:
+                body = {"inputs": [{"name": "x", "shape": [2], "datatype": "FP32", "data": x.tolist()}]}
+                reply = session.post(f"{server.url}/v2/models/half_plus_two/infer", json=body, timeout=30)
+                assert reply.status_code == 200, reply.text
+                got = np.asarray(reply.json()["outputs"][0]["data"], dtype=np.float32)
+            else:
+                request = grpc_service_pb2.ModelInferRequest(model_name="half_plus_two")
+                request.inputs.add(name="x", datatype="FP32", shape=[2])
+                request.raw_input_contents.append(x.tobytes())
+                got = np.frombuffer(
+                    v2.ModelInfer(request, timeout=30).raw_output_contents[0], dtype=np.float32
+                )
+            np.testing.assert_allclose(got, 0.5 * x + 2)
 
-    concurrently(32, call)
+        concurrently(CLIENTS, call)
     batches, rows = batch_stats(server.url, "half_plus_two")
-    assert rows == 64 and batches < 32
+    assert rows == 2 * CLIENTS and batches < CLIENTS
 
 
 def test_large_requests_split_and_padded_to_allowed_sizes(
