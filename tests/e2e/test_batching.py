@@ -346,3 +346,26 @@ def test_deadline_expires_while_queued_and_the_request_never_runs(
     time.sleep(1.2)  # past the batch timeout: the expired requests were dropped, not run
     assert batch_stats(server.url, "tiny") == (0.0, 0.0)
     assert requests.get(f"{server.url}/v1/models/tiny", timeout=10).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        (b'{"instances": [[1.0, 2.0]]}', 400, "has shape [1,2] but the signature expects [-1,64]"),
+        (b'{"inputs": {"z": [[0.0]]}}', 400, "Missing named input: x"),
+        (b'{"instances": [["a"]]}', 400, ""),
+        (b'{"instances": [[1.0', 400, "JSON Parse error"),
+        (b"{}", 400, ""),
+    ],
+)
+def test_bad_requests_on_a_batching_server_fail_alone(
+    batching_server, tiny_session, body: bytes, status: int, message: str
+) -> None:  # type: ignore[no-untyped-def]
+    url = f"{batching_server.url}/v1/models/tiny:predict"
+    reply = requests.post(url, data=body, timeout=30)
+    assert reply.status_code == status, reply.text
+    assert message in reply.json()["error"]
+    x = client_rows(5)
+    good = requests.post(url, json={"inputs": x.tolist()}, timeout=30)
+    assert good.status_code == 200
+    expect(tiny_session, x, np.asarray(good.json()["outputs"], dtype=np.float32))
