@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from modelserve.batching.servable import BatchingServable
+from modelserve.batching.tensors import batch_rows
 from modelserve.core.handle import ServableHandle
 from modelserve.core.loop_load import LoopLoad
 from modelserve.core.manager import ModelManager
@@ -141,13 +142,14 @@ class InferenceService:
         checked = validate_inputs(signature, inputs)
         outputs = select_outputs(signature, output_filter)
         servable = handle.servable
-        if isinstance(servable, BatchingServable) and servable.batcher.can_batch(checked):
-            rows = next(iter(checked.values())).shape[0]
-            if self._loop_saturated() or not servable.batcher.runs_inline(
-                rows, self.settings.inline_threshold_seconds
-            ):
-                return PreparedCall(handle, signature.name, checked, outputs, inline=False, batched=True)
-            return PreparedCall(handle, signature.name, checked, outputs, inline=True)
+        if isinstance(servable, BatchingServable):
+            rows = batch_rows(checked)
+            if rows:  # scalars and empty requests run unbatched, below
+                inline = (
+                    servable.batcher.runs_inline(rows, self.settings.inline_threshold_seconds)
+                    and not self._loop_saturated()
+                )
+                return PreparedCall(handle, signature.name, checked, outputs, inline, batched=not inline)
         avg = handle.avg_run_seconds
         inline = avg is not None and avg < self.settings.inline_threshold_seconds
         return PreparedCall(handle, signature.name, checked, outputs, inline)
