@@ -31,19 +31,24 @@ from modelserve.config.options import ServerOptions
 from modelserve.config.text_files import (
     BatchingParameters,
     MonitoringConfig,
+    parse_model_server_config,
     read_batching_parameters,
-    read_model_server_config,
     read_monitoring_config,
+    read_text_file,
 )
+from modelserve.config.watcher import ConfigFileWatcher
 from modelserve.core.inference import InferenceService, InferenceSettings
 from modelserve.core.manager import LoadFunction, ModelManager
+from modelserve.core.memory_guard import MemoryGuard, format_bytes, parse_memory_size
 from modelserve.core.servable import RuntimeSettings, Servable
 from modelserve.core.source import FileSystemSource
-from modelserve.errors import FailedPrecondition, InvalidArgument
+from modelserve.core.version_state import VersionState
+from modelserve.errors import FailedPrecondition, InvalidArgument, ServingError
 from modelserve.frontends.rest.handler import RestHandler, RestSettings
 from modelserve.frontends.rest.http_server import HttpServer
 from modelserve.metrics import ServerMetrics
 from modelserve.runtimes import detect_platform, get_runtime
+from modelserve.warmup import WarmupOptions, warm_up
 
 if TYPE_CHECKING:
     from modelserve.frontends.grpc.server import GrpcServer
@@ -52,14 +57,11 @@ log = logging.getLogger("modelserve.server")
 
 # Flags we accept for compatibility but do not act on yet: flag -> what happens instead.
 _NOT_IMPLEMENTED: dict[str, str] = {
-    "model_config_file_poll_wait_seconds": "the model config file is read once (reload not implemented yet)",
     "ssl_config_file": "TLS is not implemented; serving plain text",
     "use_alts_credentials": "ALTS is not implemented; serving plain text",
-    "enable_model_warmup": "warm-up is not implemented yet",
     "tensorflow_session_config_file": "session config files are not supported",
     "platform_config_file": "platform config files are not supported",
     "per_process_gpu_memory_fraction": "GPU memory fraction is not supported yet",
-    "allow_version_labels_for_unavailable_models": "labels are resolved at request time",
     "rest_api_num_threads": "REST runs on one event loop; model calls use their own thread pool",
     "grpc_max_threads": "gRPC runs on the event loop; model calls use their own thread pool",
     "max_num_load_retries": "failed loads are not retried yet",
@@ -78,10 +80,8 @@ class BoundPorts:
 def serving_config_from_options(options: ServerOptions) -> ServingConfig:
     """The models to serve: ``--model_config_file``, or ``--model_name`` + ``--model_base_path``."""
     if options.model_config_file:
-        config = read_model_server_config(options.model_config_file)
-        return ServingConfig(
-            models=tuple(_absolute(m, Path(options.model_config_file).parent) for m in config.models)
-        )
+        path = Path(options.model_config_file)
+        return parse_config_file(read_text_file(path, "model config file"), path)
     if options.model_base_path:
         return ServingConfig(
             models=(ModelConfig(name=options.model_name, base_path=options.model_base_path),)
@@ -89,6 +89,12 @@ def serving_config_from_options(options: ServerOptions) -> ServingConfig:
     raise InvalidArgument(
         "no model to serve: give --model_base_path (with --model_name) or --model_config_file"
     )
+
+
+def parse_config_file(text: str, path: Path) -> ServingConfig:
+    """A model config file's text, with base paths made absolute relative to the file's folder."""
+    config = parse_model_server_config(text, path)
+    return ServingConfig(models=tuple(_absolute(m, path.parent) for m in config.models))
 
 
 def _absolute(model: ModelConfig, relative_to: Path) -> ModelConfig:
@@ -130,10 +136,15 @@ def batching_plan_from_options(options: ServerOptions, default_threads: int) -> 
 
 
 def make_loader(
-    settings: RuntimeSettings, batching: BatchingPlan | None = None, metrics: ServerMetrics | None = None
+    settings: RuntimeSettings,
+    batching: BatchingPlan | None = None,
+    metrics: ServerMetrics | None = None,
+    warmup: WarmupOptions | None = None,
 ) -> LoadFunction:
-    """The manager's load function: pick the runtime from the config or the files, load, and put the
-    version behind a batcher when batching is on."""
+    """The manager's load function: pick the runtime from the config or the files, load, warm up (so
+    the first request after a swap pays no first-call costs), and put the version behind a batcher when
+    batching is on."""
+    warmup_options = warmup or WarmupOptions()
 
     def load(config: ModelConfig, path: Path) -> Servable:
         platform = config.platform or detect_platform(path)
@@ -144,6 +155,13 @@ def make_loader(
             )
         batching_options = batching.options_for(config, path) if batching is not None else None
         servable = get_runtime(platform).load(path, settings)
+        try:
+            # On the bare servable: warm-up calls stay out of the batcher's queue and statistics.
+            report = warm_up(servable, path, warmup_options)
+        except BaseException:
+            servable.close()
+            raise
+        log.info("warm-up model=%s version=%s: %s", config.name, path.name, report.describe())
         if batching_options is None:
             return servable
         log.info(
@@ -211,10 +229,20 @@ class ModelServer:
             else MonitoringConfig()
         )
         self.metrics = ServerMetrics()
+        budget = parse_memory_size(options.memory_budget) if options.memory_budget else None
         self.manager = ModelManager(
-            make_loader(self.runtime_settings, self.batching, self.metrics),
+            make_loader(
+                self.runtime_settings,
+                self.batching,
+                self.metrics,
+                WarmupOptions(
+                    enabled=options.enable_model_warmup, iterations=options.num_request_iterations_for_warmup
+                ),
+            ),
             num_load_threads=options.num_load_threads or 2,
             num_unload_threads=options.num_unload_threads or 1,
+            memory_guard=MemoryGuard(budget),
+            allow_labels_for_unavailable_versions=options.allow_version_labels_for_unavailable_models,
         )
         timeout = options.rest_api_timeout_in_ms / 1000 if options.rest_api_timeout_in_ms else None
         self.service = InferenceService(
@@ -229,8 +257,11 @@ class ModelServer:
             self.config.models,
             self.manager.set_aspired_versions,
             poll_wait_seconds=options.file_system_poll_wait_seconds,
+            settle_seconds=options.version_settle_seconds,
         )
         self._stop = asyncio.Event()
+        self._reloading = asyncio.Lock()
+        self._watcher: ConfigFileWatcher | None = None
         self._rest: HttpServer | None = None
         self._grpc: GrpcServer | None = None
 
@@ -257,6 +288,10 @@ class ModelServer:
 
     async def startup(self) -> BoundPorts:
         _report_ignored_flags(self.options)
+        if self.manager.memory_guard.budget_bytes is not None:
+            log.info(
+                "memory budget for model versions: %s", format_bytes(self.manager.memory_guard.budget_bytes)
+            )
         self.manager.set_models(self.config.models)
         self.source.start()
         # Loads run on loader threads; wait for them without blocking the event loop.
@@ -269,6 +304,10 @@ class ModelServer:
                     status.version,
                     status.error_message,
                 )
+        # At startup every label is installed; one on a version that did not load is reported, and
+        # answers NOT_FOUND until that version is available (other models serve regardless).
+        for problem in self.manager.apply_routes(self.config.models, enforce=False):
+            log.error("%s", problem)
         # Everything allocated so far (frameworks, models) lives for the whole process: move it out of
         # the cyclic collector's reach so full collections stay short and do not stall requests.
         gc.collect()
@@ -276,8 +315,22 @@ class ModelServer:
         rest_port = await self._start_rest() if self.options.rest_api_port else None
         grpc_port = await self._start_grpc() if self.options.port or self.options.grpc_socket_path else None
         ports = BoundPorts(rest_port=rest_port, grpc_port=grpc_port)
+        self._start_config_watcher()
         self._write_ready_file(ports)
         return ports
+
+    def _start_config_watcher(self) -> None:
+        path, poll = self.options.model_config_file, self.options.model_config_file_poll_wait_seconds
+        if not path or poll <= 0:
+            return
+        self._watcher = ConfigFileWatcher(
+            Path(path),
+            poll,
+            parse_config_file,
+            self.reload_config,
+            read_text_file(Path(path), "model config file"),
+        )
+        self._watcher.start()
 
     async def _start_rest(self) -> int:
         # --rest_api_port=0 turns REST off (TF Serving); --ephemeral_ports asks the OS for a free port.
@@ -320,14 +373,42 @@ class ModelServer:
         return await self._grpc.start()
 
     async def reload_config(self, config: ServingConfig) -> None:
-        """ModelService.HandleReloadConfigRequest: serve exactly ``config``'s models, wait until settled."""
-        log.info("reloading model config: %s", ", ".join(m.name for m in config.models) or "no models")
-        self.config = config
-        self.manager.set_models(config.models)
-        self.source.update_models(config.models)
-        await asyncio.to_thread(self.manager.wait_until_settled)
-        if self._grpc is not None:
-            await self._grpc.update_health()
+        """Serve exactly ``config``'s models (HandleReloadConfigRequest and the config file watcher).
+
+        Like TF Serving's ServerCore::ReloadConfig: versions are loaded first, then labels and splits are
+        switched, all at once and only if each points at an AVAILABLE version. Raises FailedPrecondition
+        when routes were refused or a model has no available version, after applying the rest.
+        """
+        async with self._reloading:
+            log.info("reloading model config: %s", ", ".join(m.name for m in config.models) or "no models")
+            self.config = config
+            self.manager.set_models(config.models)
+            await asyncio.to_thread(self.source.update_models, config.models)
+            await asyncio.to_thread(self.manager.wait_until_settled)
+            if self._grpc is not None:
+                await self._grpc.update_health()
+            problems: list[str] = []
+            try:
+                self.manager.apply_routes(config.models, enforce=True)
+            except ServingError as exc:
+                problems.append(exc.message)
+            problems += self._unavailable_models(config)
+            if problems:
+                raise FailedPrecondition("; ".join(problems))
+            log.info("model config reloaded")
+
+    def _unavailable_models(self, config: ServingConfig) -> list[str]:
+        """Models of ``config`` with no AVAILABLE version, with the error of their latest failed load."""
+        problems = []
+        for model in config.models:
+            statuses = [s for s in self.manager.all_statuses() if s.model == model.name]
+            if any(s.state is VersionState.AVAILABLE for s in statuses):
+                continue
+            errors = [f"version {s.version}: {s.error_message}" for s in statuses if s.error_message]
+            problems.append(
+                f"model {model.name} has no available version" + (f" ({'; '.join(errors)})" if errors else "")
+            )
+        return problems
 
     def _write_ready_file(self, ports: BoundPorts) -> None:
         if not self.options.ready_file:
@@ -349,6 +430,8 @@ class ModelServer:
         if self._grpc is not None:
             draining.append(self._grpc.stop(grace))
         await asyncio.gather(*draining)
+        if self._watcher is not None:
+            await self._watcher.stop()
         self.source.stop()
         await asyncio.to_thread(self.manager.close)
         self.service.close()

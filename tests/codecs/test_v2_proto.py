@@ -108,5 +108,8 @@ def test_metadata_message_and_versions() -> None:
     assert list(message.versions) == ["2", "1"]
     assert list(message.inputs[0].shape) == [-1, 4]
     assert parse_version("") is None and parse_version("12") == 12
-    with pytest.raises(InvalidArgument, match="invalid model version 'latest'"):
-        parse_version("latest")
+    assert parse_version("canary") == "canary"  # version labels and A/B splits
+    with pytest.raises(InvalidArgument, match="invalid model version 'a/b'"):
+        parse_version("a/b")
+    with pytest.raises(InvalidArgument, match="too large"):
+        parse_version("9" * 30)

@@ -76,10 +76,13 @@ def loader() -> FakeLoader:
     return FakeLoader()
 
 
+CONFIG = ModelConfig(name="m", base_path="/models/m", version_labels={"stable": 1})
+
+
 @pytest.fixture
 def manager(loader: FakeLoader) -> ModelManager:
     manager = ModelManager(loader)
-    manager.set_models([ModelConfig(name="m", base_path="/models/m", version_labels={"stable": 1})])
+    manager.set_models([CONFIG])
     yield manager
     manager.close()
 
@@ -92,6 +95,7 @@ def test_loads_aspired_versions_and_serves_the_latest(manager: ModelManager) -> 
     manager.set_aspired_versions("m", aspired(1, 2))
     assert manager.wait_until_settled(10)
     assert states(manager) == {1: VersionState.AVAILABLE, 2: VersionState.AVAILABLE}
+    assert manager.apply_routes([CONFIG]) == []
     with manager.get_handle("m") as handle:
         assert handle.version == 2
     with manager.get_handle("m", version=1) as handle:

@@ -91,5 +91,5 @@ def test_headers_in_and_out_next_to_tf_serving_requests(server: Any) -> None:
 
 
 def test_handler_defaults_to_no_headers() -> None:
-    assert RestHandler.wanted_headers == frozenset({b"inference-header-content-length"})
+    assert RestHandler.wanted_headers == frozenset({b"inference-header-content-length", b"x-routing-key"})
     assert dict(NO_HEADERS) == {}

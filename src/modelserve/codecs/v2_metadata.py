@@ -6,14 +6,18 @@ its default one. ``versions`` lists the versions that are AVAILABLE now, newest 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
 from modelserve import __version__
 from modelserve.codecs.v2_datatypes import datatype_name
+from modelserve.core.inference import ModelSpec
 from modelserve.core.signature import Signature, TensorSpec
 from modelserve.core.version_state import VersionState, VersionStatus
 from modelserve.errors import InvalidArgument
+
+_LABEL = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
 SERVER_NAME = "modelserve"
 # Triton's names for the extensions we implement (its binary_tensor_data is the HTTP one).
@@ -28,13 +32,29 @@ def server_metadata() -> dict[str, Any]:
     return {"name": SERVER_NAME, "version": __version__, "extensions": list(EXTENSIONS)}
 
 
-def parse_version(version: str | None) -> int | None:
-    """A V2 version string as our version number; empty or None means the latest."""
+def parse_version(version: str | None) -> int | str | None:
+    """A V2 version string: a version number, a version label (modelserve maps labels and A/B splits
+    onto V2's string versions), or None (empty) for the model's default version."""
     if not version:
         return None
-    if not version.isdigit() or int(version) > 2**63 - 1:
-        raise InvalidArgument(f"invalid model version '{version}': versions are non-negative integers")
-    return int(version)
+    if version.isdigit():
+        if int(version) > 2**63 - 1:
+            raise InvalidArgument(f"invalid model version '{version}': the version number is too large")
+        return int(version)
+    if not _LABEL.match(version):
+        raise InvalidArgument(
+            f"invalid model version '{version}': expected a version number or a version label "
+            f"(letters, digits, '_', '-', '.')"
+        )
+    return version
+
+
+def v2_model_spec(name: str, version: str | None) -> ModelSpec:
+    """The model version a V2 request addresses (see ``parse_version``)."""
+    parsed = parse_version(version)
+    if isinstance(parsed, str):
+        return ModelSpec(name, label=parsed)
+    return ModelSpec(name, parsed)
 
 
 def available_versions(statuses: Sequence[VersionStatus]) -> list[str]:

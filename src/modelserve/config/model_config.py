@@ -56,6 +56,36 @@ class VersionPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class TrafficSplit:
+    """Weighted versions behind one label, or behind the model's default (``label == ""``).
+
+    A request routed to a split is served by one of ``weights``' versions, chosen with probability
+    proportional to its weight among those currently AVAILABLE (modelserve extension: A/B tests).
+    """
+
+    label: str
+    weights: tuple[tuple[int, int], ...]  # (version, weight), weight > 0
+
+    def __post_init__(self) -> None:
+        where = f"traffic split {self.label!r}" if self.label else "default traffic split"
+        if not self.weights:
+            raise InvalidArgument(f"{where}: list at least one version with a weight")
+        seen: set[int] = set()
+        for version, weight in self.weights:
+            if version < 0:
+                raise InvalidArgument(f"{where}: version {version} is negative")
+            if weight <= 0:
+                raise InvalidArgument(f"{where}: version {version} has weight {weight}; weights must be > 0")
+            if version in seen:
+                raise InvalidArgument(f"{where}: version {version} is listed twice")
+            seen.add(version)
+
+    @property
+    def versions(self) -> tuple[int, ...]:
+        return tuple(version for version, _ in self.weights)
+
+
+@dataclass(frozen=True, slots=True)
 class ModelConfig:
     """One model: a name, where its versions live, and how to choose among them."""
 
@@ -66,6 +96,8 @@ class ModelConfig:
     version_labels: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
     # Overrides --batching_parameters_file for this model (modelserve extension of the config file).
     batching_parameters: BatchingParameters | None = None
+    # Weighted version splits keyed by label ("" = requests naming no version or label).
+    traffic_splits: Mapping[str, TrafficSplit] = field(default_factory=lambda: MappingProxyType({}))
 
     def __post_init__(self) -> None:
         if not self.name or not _NAME.match(self.name):
@@ -81,7 +113,19 @@ class ModelConfig:
                 raise InvalidArgument(
                     f"model {self.name!r}: version label {label!r} points at negative version {version}"
                 )
+        for label, split in self.traffic_splits.items():
+            if label != split.label:
+                raise InvalidArgument(
+                    f"model {self.name!r}: traffic split keyed {label!r} is for {split.label!r}"
+                )
+            if label and (not _NAME.match(label) or label.isdigit()):
+                raise InvalidArgument(f"model {self.name!r}: traffic split label {label!r} is invalid")
+            if label in self.version_labels:
+                raise InvalidArgument(
+                    f"model {self.name!r}: label {label!r} is both a version label and a traffic split"
+                )
         object.__setattr__(self, "version_labels", MappingProxyType(dict(self.version_labels)))
+        object.__setattr__(self, "traffic_splits", MappingProxyType(dict(self.traffic_splits)))
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,6 +44,8 @@ class ServerOptions:
     enable_model_warmup: bool = True
     num_request_iterations_for_warmup: int = 1
     platform_config_file: str = ""
+    memory_budget: str = ""  # ours: e.g. 8GiB or 80%; empty: only the host's available memory limits loads
+    version_settle_seconds: float = 1.0  # ours: a new version directory loads once quiet this long
     # -- batching
     enable_batching: bool = False
     batching_parameters_file: str = ""
@@ -79,6 +81,13 @@ class ServerOptions:
         if self.max_request_body_bytes < 1:
             raise InvalidArgument(
                 f"--max_request_body_bytes must be positive, got {self.max_request_body_bytes}"
+            )
+        if self.version_settle_seconds < 0:
+            raise InvalidArgument(f"--version_settle_seconds must be >= 0, got {self.version_settle_seconds}")
+        if self.num_request_iterations_for_warmup < 1:
+            raise InvalidArgument(
+                "--num_request_iterations_for_warmup must be >= 1, "
+                f"got {self.num_request_iterations_for_warmup}"
             )
         if self.rest_api_timeout_in_ms < 0:
             raise InvalidArgument(f"--rest_api_timeout_in_ms must be >= 0, got {self.rest_api_timeout_in_ms}")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from google.protobuf import text_format
 
-from modelserve.config.model_config import ModelConfig, ServingConfig, VersionPolicy
+from modelserve.config.model_config import ModelConfig, ServingConfig, TrafficSplit, VersionPolicy
 from modelserve.errors import InvalidArgument
 from modelserve.proto.tensorflow_serving.config import (
     model_server_config_pb2,
@@ -24,7 +24,8 @@ from modelserve.proto.tensorflow_serving.servables import batching_parameters_pb
 DEFAULT_PROMETHEUS_PATH = "/monitoring/prometheus/metrics"
 
 
-def _read(path: str | Path, what: str) -> str:
+def read_text_file(path: str | Path, what: str) -> str:
+    """A config file's text; InvalidArgument naming the file when it cannot be read."""
     try:
         return Path(path).read_text()
     except OSError as exc:
@@ -52,7 +53,7 @@ def parse_model_server_config(text: str, source: str | Path = "<string>") -> Ser
 
 def read_model_server_config(path: str | Path) -> ServingConfig:
     """Read ``--model_config_file``."""
-    return parse_model_server_config(_read(path, "model config file"), path)
+    return parse_model_server_config(read_text_file(path, "model config file"), path)
 
 
 def _model_config(proto: model_server_config_pb2.ModelConfig) -> ModelConfig:
@@ -67,12 +68,21 @@ def _model_config(proto: model_server_config_pb2.ModelConfig) -> ModelConfig:
         policy = VersionPolicy(kind="latest", num_versions=policy_proto.latest.num_versions or 1)
     else:
         policy = VersionPolicy()
+    splits: dict[str, TrafficSplit] = {}
+    for split_proto in proto.traffic_split:
+        if split_proto.label in splits:
+            where = f"label {split_proto.label!r}" if split_proto.label else "the default"
+            raise InvalidArgument(f"model {proto.name!r}: more than one traffic_split for {where}")
+        splits[split_proto.label] = TrafficSplit(
+            label=split_proto.label, weights=tuple((v.version, v.weight) for v in split_proto.versions)
+        )
     return ModelConfig(
         name=proto.name,
         base_path=proto.base_path,
         platform=proto.model_platform,
         version_policy=policy,
         version_labels=dict(proto.version_labels),
+        traffic_splits=splits,
         batching_parameters=(
             _batching_parameters(proto.batching_parameters) if proto.HasField("batching_parameters") else None
         ),
@@ -89,7 +99,7 @@ class MonitoringConfig:
 
 def read_monitoring_config(path: str | Path) -> MonitoringConfig:
     proto = monitoring_config_pb2.MonitoringConfig()
-    _parse(_read(path, "monitoring config file"), proto, "monitoring config file", path)
+    _parse(read_text_file(path, "monitoring config file"), proto, "monitoring config file", path)
     prom = proto.prometheus_config
     return MonitoringConfig(
         prometheus_enabled=prom.enable, prometheus_path=prom.path or DEFAULT_PROMETHEUS_PATH
@@ -155,4 +165,4 @@ def _batching_parameters(proto: batching_parameters_pb2.BatchingParameters) -> B
 
 
 def read_batching_parameters(path: str | Path) -> BatchingParameters:
-    return parse_batching_parameters(_read(path, "batching parameters file"), path)
+    return parse_batching_parameters(read_text_file(path, "batching parameters file"), path)

@@ -38,6 +38,8 @@ class ModelSpec:
     name: str
     version: int | None = None
     label: str | None = None
+    # Makes an A/B split's choice sticky: equal keys get the same version (REST header x-routing-key).
+    routing_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +131,7 @@ class InferenceService:
 
     def handle(self, spec: ModelSpec) -> ServableHandle:
         """A ref-counted handle on the addressed version; use it in a ``with`` block."""
-        return self.manager.get_handle(spec.name, spec.version, spec.label)
+        return self.manager.get_handle(spec.name, spec.version, spec.label, spec.routing_key)
 
     def prepare(
         self,

@@ -6,7 +6,13 @@ what it holds and acts, one version at a time per decision:
 - an aspired version it does not hold is created and loaded on a loader thread;
 - a held version that is no longer aspired is unloaded once an aspired version of the same model is
   AVAILABLE (so a model never goes dark while its replacement loads), or at once when nothing is aspired;
-- a version whose load failed stays in END with its error for status, and keeps its predecessor serving.
+- a version whose load failed stays in END with its error for status, and keeps its predecessor serving;
+  it is tried again when its files change on disk, or, after a memory-budget refusal, when memory frees.
+
+The rules themselves are the pure function ``reconcile.next_actions``. Requests that name a label, or
+nothing, are routed by the model's ``Routes`` (labels and A/B splits), which change only through
+``apply_routes`` once the versions they point at are loaded. Every load reserves memory with the
+``MemoryGuard`` first, so a version that would not fit is refused instead of taking the host down.
 
 Thread-safety: every public method may be called from any thread. Reads on the request path
 (``get_handle``) take the manager lock only for a dictionary lookup.
@@ -21,13 +27,18 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
+
 from modelserve.config.model_config import ModelConfig
 from modelserve.core.handle import ServableHandle
+from modelserve.core.memory_guard import MemoryGuard, files_bytes
+from modelserve.core.reconcile import Held, next_actions
+from modelserve.core.routing import DEFAULT_ROUTE, Routes, WeightedVersions, check_routes
 from modelserve.core.servable import Servable
 from modelserve.core.servable_version import ServableVersion
 from modelserve.core.source import AspiredVersion
 from modelserve.core.version_state import VersionState, VersionStatus
-from modelserve.errors import NotFound
+from modelserve.errors import Code, FailedPrecondition, NotFound
 
 log = logging.getLogger("modelserve.manager")
 
@@ -39,7 +50,8 @@ _BUSY = (VersionState.START, VersionState.LOADING, VersionState.UNLOADING)
 @dataclass
 class _Model:
     config: ModelConfig
-    aspired: dict[int, Path] = field(default_factory=dict)
+    aspired: dict[int, AspiredVersion] = field(default_factory=dict)
+    routes: Routes = field(default_factory=Routes)
     announced: bool = False  # the source has reported at least once
     removed: bool = False  # dropped from the config: forget it once every version has ended
     versions: dict[int, ServableVersion] = field(default_factory=dict)
@@ -57,8 +69,15 @@ class ModelManager:
         num_load_threads: int = 2,
         num_unload_threads: int = 1,
         drain_timeout: float = 30.0,
+        memory_guard: MemoryGuard | None = None,
+        allow_labels_for_unavailable_versions: bool = False,
     ) -> None:
         self._load = load
+        self.memory_guard = memory_guard or MemoryGuard(None, check_available=False)
+        self._allow_unavailable_labels = allow_labels_for_unavailable_versions
+        # Bumped whenever a version's memory is released: loads refused for memory may fit now.
+        self._memory_epoch = 0
+        self._loads_running = 0
         self._models: dict[str, _Model] = {}
         self._lock = threading.RLock()
         self._settled = threading.Condition(self._lock)
@@ -70,7 +89,10 @@ class ModelManager:
     # -- configuration -------------------------------------------------------------------------------
 
     def set_models(self, configs: Sequence[ModelConfig]) -> None:
-        """Declare the models to serve; models missing from ``configs`` are unloaded and forgotten."""
+        """Declare the models to serve; models missing from ``configs`` are unloaded and forgotten.
+
+        Labels and splits are not touched here: ``apply_routes`` sets them once versions are loaded.
+        """
         with self._lock:
             wanted = {c.name: c for c in configs}
             for name, config in wanted.items():
@@ -93,7 +115,7 @@ class ModelManager:
             entry = self._models.get(model)
             if entry is None:
                 return
-            entry.aspired = {v.version: v.path for v in versions}
+            entry.aspired = {v.version: v for v in versions}
             entry.announced = True
             self._reconcile(model, entry)
 
@@ -104,25 +126,20 @@ class ModelManager:
             self._reconcile(name, entry)
 
     def _reconcile(self, name: str, entry: _Model) -> None:
-        # Caller holds the lock. Each branch only *schedules* work; completions call back in here.
+        # Caller holds the lock. Actions only *schedule* work; completions call back in here.
         if self._closed:
             return
-        for number, path in entry.aspired.items():
-            current = entry.versions.get(number)
-            if current is None or (current.state is VersionState.END and current.error is None):
-                version = ServableVersion(name, number, path)
-                entry.versions[number] = version
-                self._loaders.submit(self._run_load, entry, version)
-        aspired_available = any(
-            v.state is VersionState.AVAILABLE for n, v in entry.versions.items() if n in entry.aspired
-        )
-        for number, version in entry.versions.items():
-            if number in entry.aspired:
-                continue
-            if version.state is VersionState.START:
-                version.cancel()
-            elif version.state is VersionState.AVAILABLE and (aspired_available or not entry.aspired):
-                self._unloaders.submit(self._run_unload, version)
+        held = {number: self._held(entry, version) for number, version in entry.versions.items()}
+        actions = next_actions(entry.aspired.keys(), held)
+        for number in actions.load:
+            aspired = entry.aspired[number]
+            version = ServableVersion(name, number, aspired.path, fingerprint=aspired.fingerprint)
+            entry.versions[number] = version
+            self._loaders.submit(self._run_load, entry, version)
+        for number in actions.cancel:
+            entry.versions[number].cancel()
+        for number in actions.unload:
+            self._unloaders.submit(self._run_unload, entry.versions[number])
         entry.newest_first = tuple(v for _, v in sorted(entry.versions.items(), key=lambda item: -item[0]))
         ended = all(v.state is VersionState.END for v in entry.versions.values())
         # Identity check: a stale callback must not drop a newer entry of a model added back since.
@@ -130,39 +147,141 @@ class ModelManager:
             del self._models[name]
         self._settled.notify_all()
 
+    def _held(self, entry: _Model, version: ServableVersion) -> Held:
+        error = version.error
+        if error is None:
+            return Held(version.state)
+        aspired = entry.aspired.get(version.version)
+        files_changed = aspired is not None and aspired.fingerprint != version.fingerprint
+        memory_freed = error.code is Code.RESOURCE_EXHAUSTED and version.refused_epoch < self._memory_epoch
+        return Held(version.state, failed=True, retry=files_changed or memory_freed)
+
     def _run_load(self, entry: _Model, version: ServableVersion) -> None:
-        version.load(lambda path: self._load(entry.config, path))
+        with self._lock:
+            version.refused_epoch = self._memory_epoch
+        version.load(lambda path: self._load_within_budget(entry.config, version, path))
         with self._lock:
             if self._closed and version.state is VersionState.AVAILABLE:
                 self._unloaders.submit(self._run_unload, version)
             self._reconcile(version.model, entry)
+
+    def _load_within_budget(self, config: ModelConfig, version: ServableVersion, path: Path) -> Servable:
+        """Reserve memory, load, then account what the version measured (see ``MemoryGuard``)."""
+        key = f"{version.model}/{version.version}"
+        guard = self.memory_guard
+        estimate = max(files_bytes(path), self._sibling_memory(version))
+        guard.reserve(key, estimate)
+        with self._lock:
+            self._loads_running += 1
+            alone = self._loads_running == 1
+        rss_before = _rss()
+        try:
+            servable = self._load(config, path)
+        except BaseException:
+            guard.release(key)
+            raise
+        finally:
+            with self._lock:
+                self._loads_running -= 1
+                alone = alone and self._loads_running == 0
+        # RSS growth is only this version's when no other load ran meanwhile; it misses memory that
+        # the allocator reused, hence the max with what the runtime reports.
+        grown = _rss() - rss_before if alone else 0
+        measured = max(servable.memory_bytes(), grown, 0)
+        try:
+            guard.settle(key, measured)
+        except BaseException:
+            servable.close()
+            raise
+        version.memory_bytes = measured
+        return servable
+
+    def _sibling_memory(self, version: ServableVersion) -> int:
+        """What the model's other loaded versions measured: the best guess for a new version's needs."""
+        with self._lock:
+            entry = self._models.get(version.model)
+            siblings = entry.versions.values() if entry is not None else ()
+            return max((v.memory_bytes for v in siblings if v is not version), default=0)
 
     def _run_unload(self, version: ServableVersion) -> None:
         try:
             version.unload(self._drain_timeout)
         except Exception:
             log.exception("unload failed model=%s version=%d", version.model, version.version)
+        self.memory_guard.release(f"{version.model}/{version.version}")
         with self._lock:
-            entry = self._models.get(version.model)
-            if entry is not None:
-                self._reconcile(version.model, entry)
+            self._memory_epoch += 1
+            # Memory was freed: any model may now fit a version refused earlier.
+            for name, entry in list(self._models.items()):
+                self._reconcile(name, entry)
             self._settled.notify_all()
+
+    # -- routes --------------------------------------------------------------------------------------
+
+    def apply_routes(self, configs: Sequence[ModelConfig], *, enforce: bool = True) -> list[str]:
+        """Install each model's labels and traffic splits from ``configs``.
+
+        With ``enforce`` (config reloads) nothing changes if any route points at a version that is not
+        AVAILABLE (TF Serving's rule; see ``routing.check_routes``): FailedPrecondition lists why. Without
+        it (startup) every route is installed and the problems are returned for the log.
+        """
+        with self._lock:
+            planned: list[tuple[_Model, Routes]] = []
+            errors: list[str] = []
+            for config in configs:
+                entry = self._models.get(config.name)
+                if entry is None:
+                    continue
+                routes = Routes.of(config)
+                available = {n for n, v in entry.versions.items() if v.state is VersionState.AVAILABLE}
+                errors += check_routes(
+                    config.name,
+                    routes,
+                    entry.routes,
+                    available,
+                    allow_unavailable_for_new_labels=self._allow_unavailable_labels,
+                )
+                planned.append((entry, routes))
+            if errors and enforce:
+                raise FailedPrecondition("; ".join(errors))
+            for entry, routes in planned:
+                entry.routes = routes
+            return errors
+
+    def routes(self, model: str) -> Routes:
+        entry = self._models.get(model)
+        if entry is None:
+            raise NotFound(f"Could not find any versions of model {model}")
+        return entry.routes
 
     # -- requests ------------------------------------------------------------------------------------
 
-    def get_handle(self, model: str, version: int | None = None, label: str | None = None) -> ServableHandle:
-        """A handle on the requested version (latest AVAILABLE when neither version nor label is given).
+    def get_handle(
+        self,
+        model: str,
+        version: int | None = None,
+        label: str | None = None,
+        routing_key: str | None = None,
+    ) -> ServableHandle:
+        """A handle on the version that serves this request.
 
-        Raises NotFound with TF Serving's wording when nothing matches.
+        An explicit version wins; a label resolves through the model's labels or splits; with neither,
+        the default split if there is one, else the latest AVAILABLE version. ``routing_key`` makes a
+        split's choice sticky per key. Raises NotFound with TF Serving's wording when nothing matches.
         """
         entry = self._models.get(model)
         if entry is None:
             raise NotFound(_not_found_message(model, version, label))
-        if label is not None:
-            labelled = entry.config.version_labels.get(label)
-            if labelled is None:
-                raise NotFound(f"Unrecognized servable version label: {label}")
-            version = labelled
+        if version is None:
+            routes = entry.routes
+            split = routes.splits.get(DEFAULT_ROUTE if label is None else label)
+            if split is not None:
+                return self._split_handle(entry, split, routing_key, model, label)
+            if label is not None:
+                labelled = routes.labels.get(label)
+                if labelled is None:
+                    raise NotFound(f"Unrecognized servable version label: {label}")
+                version = labelled
         if version is None:
             for candidate in entry.newest_first:
                 if candidate.acquire():
@@ -173,6 +292,19 @@ class ModelManager:
                 return ServableHandle(candidate_version)
         raise NotFound(_not_found_message(model, version, label))
 
+    def _split_handle(
+        self, entry: _Model, split: WeightedVersions, routing_key: str | None, model: str, label: str | None
+    ) -> ServableHandle:
+        for number in split.candidates(routing_key):
+            candidate = entry.versions.get(number)
+            if candidate is not None and candidate.acquire():
+                return ServableHandle(candidate)
+        where = f"label {label}" if label is not None else "the default traffic split"
+        raise NotFound(
+            f"Servable not found for request: none of versions {list(split.versions)} of model {model} "
+            f"({where}) is available"
+        )
+
     def statuses(
         self, model: str, version: int | None = None, label: str | None = None
     ) -> list[VersionStatus]:
@@ -181,17 +313,20 @@ class ModelManager:
             entry = self._models.get(model)
             if entry is None or not entry.versions:
                 raise NotFound(f"Could not find any versions of model {model}")
+            numbers: tuple[int, ...] | None = None if version is None else (version,)
             if label is not None:
-                labelled = entry.config.version_labels.get(label)
-                if labelled is None:
+                numbers = entry.routes.versions_of(label)
+                if numbers is None:
                     raise NotFound(f"Unrecognized servable version label: {label}")
-                version = labelled
-            if version is not None:
-                found = entry.versions.get(version)
-                if found is None:
-                    raise NotFound(f"Could not find version {version} of model {model}")
-                return [found.status()]
-            return [v.status() for v in entry.newest_first]
+            if numbers is None:
+                return [v.status() for v in entry.newest_first]
+            found = []
+            for number in numbers:
+                held = entry.versions.get(number)
+                if held is None:
+                    raise NotFound(f"Could not find version {number} of model {model}")
+                found.append(held.status())
+            return found
 
     def model_names(self) -> list[str]:
         with self._lock:
@@ -235,6 +370,10 @@ class ModelManager:
             if version.state is VersionState.AVAILABLE:
                 self._unloaders.submit(self._run_unload, version)
         self._unloaders.shutdown(wait=True)
+
+
+def _rss() -> int:
+    return int(psutil.Process().memory_info().rss)
 
 
 def _not_found_message(model: str, version: int | None, label: str | None) -> str:

@@ -23,10 +23,17 @@ log = logging.getLogger("modelserve.manager")
 class ServableVersion:
     """Thread-safe holder of one version. All state changes go through ``_transition``."""
 
-    def __init__(self, model: str, version: int, path: Path) -> None:
+    def __init__(self, model: str, version: int, path: Path, fingerprint: str = "") -> None:
         self.model = model
         self.version = version
         self.path = path
+        # The source's digest of the files this version was loaded from: a failed load is retried
+        # only once the files differ.
+        self.fingerprint = fingerprint
+        # Host memory the version holds, measured after loading (set by the manager).
+        self.memory_bytes = 0
+        # The manager's memory epoch when this load started (see ModelManager._held).
+        self.refused_epoch = 0
         self._state = VersionState.START
         self._error: ServingError | None = None
         self._servable: Servable | None = None
@@ -55,14 +62,14 @@ class ServableVersion:
 
     def status(self) -> VersionStatus:
         error = self._error
-        servable = self._servable
+        held = self._state in (VersionState.AVAILABLE, VersionState.UNLOADING)
         return VersionStatus(
             model=self.model,
             version=self.version,
             state=self._state,
             error_code=error.code if error else Code.OK,
             error_message=error.message if error else "",
-            memory_bytes=servable.memory_bytes() if servable is not None else 0,
+            memory_bytes=self.memory_bytes if held else 0,
         )
 
     def _transition(self, new: VersionState) -> None:

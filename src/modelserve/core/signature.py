@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from modelserve.errors import InvalidArgument
+
 DEFAULT_SIGNATURE = "serving_default"
 PREDICT_METHOD = "tensorflow/serving/predict"
 CLASSIFY_METHOD = "tensorflow/serving/classify"
@@ -65,3 +67,20 @@ class Signature:
     method_name: str = PREDICT_METHOD
     # Whether dimension 0 of every input and output is the batch dimension (row format, batching).
     batched: bool = field(default=True)
+
+
+def check_examples_signature(signature: Signature, method: str) -> None:
+    """The checks TF Serving's classifier/regressor make before feeding serialized tf.Examples.
+
+    ``method`` is CLASSIFY_METHOD or REGRESS_METHOD; the wording is TF Serving's (classifier.cc,
+    regressor.cc).
+    """
+    if signature.method_name != method:
+        kind = "classification" if method == CLASSIFY_METHOD else "regression"
+        raise InvalidArgument(
+            f"Expected {kind} signature method_name to be {method}. Was: {signature.method_name}"
+        )
+    if len(signature.inputs) != 1:
+        raise InvalidArgument(
+            f"Expected one input Tensor in the {signature.name} signature, found {len(signature.inputs)}"
+        )

@@ -15,6 +15,7 @@ import numpy as np
 
 from modelserve.codecs.tensor_values import shape_text
 from modelserve.codecs.tf_dtypes import tf_type_name, tf_type_number
+from modelserve.codecs.tf_input import serialized_examples as serialized_examples
 from modelserve.core.inference import ModelSpec
 from modelserve.core.signature import Signature, TensorSpec
 from modelserve.core.version_state import VersionStatus
@@ -56,28 +57,6 @@ def new_model_spec(model: str, version: int, signature_name: str) -> Any:
 
 
 # -- classify / regress --------------------------------------------------------------------------------------
-
-
-def serialized_examples(input_proto: Any) -> np.ndarray:
-    """The examples of a ``tensorflow.serving.Input`` as a 1-D object array of serialized tf.Examples.
-
-    With a context, each example is the context's bytes followed by the example's: parsing concatenated
-    messages merges them, so the example's features win over the context's (TF Serving does the same).
-    """
-    kind = input_proto.WhichOneof("kind")
-    if kind == "example_list":
-        serialized = [e.SerializeToString() for e in input_proto.example_list.examples]
-    elif kind == "example_list_with_context":
-        with_context = input_proto.example_list_with_context
-        context = with_context.context.SerializeToString()
-        serialized = [context + e.SerializeToString() for e in with_context.examples]
-    else:
-        serialized = []
-    if not serialized:
-        raise InvalidArgument("Input is empty")
-    tensor = np.empty(len(serialized), dtype=object)
-    tensor[:] = serialized
-    return tensor
 
 
 def _check_2d(tensor: np.ndarray | None, what: str, num_examples: int) -> None:

@@ -19,7 +19,7 @@ from modelserve.codecs.tensor_proto import decode_tensor, encode_tensor
 from modelserve.config.model_config import ServingConfig
 from modelserve.config.text_files import parse_model_server_config
 from modelserve.core.inference import InferenceService, ModelSpec
-from modelserve.core.signature import CLASSIFY_METHOD, REGRESS_METHOD, Signature
+from modelserve.core.signature import CLASSIFY_METHOD, REGRESS_METHOD, Signature, check_examples_signature
 from modelserve.errors import FailedPrecondition, InvalidArgument
 from modelserve.frontends.grpc import tfserving_messages as messages
 from modelserve.frontends.grpc.status import at_edge, deadline_seconds
@@ -54,19 +54,6 @@ class Served:
     signature_name: str
 
 
-def _check_method(signature: Signature, expected: str) -> None:
-    if signature.method_name != expected:
-        # TF Serving's wording (servables/tensorflow/classifier.cc / regressor.cc).
-        kind = "classification" if expected == CLASSIFY_METHOD else "regression"
-        raise InvalidArgument(
-            f"Expected {kind} signature method_name to be {expected}. Was: {signature.method_name}"
-        )
-    if len(signature.inputs) != 1:
-        raise InvalidArgument(
-            f"Expected one input Tensor in the {signature.name} signature, found {len(signature.inputs)}"
-        )
-
-
 def _examples_for(examples: np.ndarray) -> InputsFor:
     def inputs(signature: Signature) -> Mapping[str, np.ndarray]:
         return {next(iter(signature.inputs)): examples}
@@ -96,7 +83,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         try:
             signature = handle.signature(signature_name)
             if method is not None:
-                _check_method(signature, method)
+                check_examples_signature(signature, method)
             call = self.service.prepare(handle, signature, inputs_for(signature), output_filter)
             served = Served(handle.model, handle.version, signature.name)
             if call.inline:

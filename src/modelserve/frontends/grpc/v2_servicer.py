@@ -17,8 +17,8 @@ from typing import Any
 import grpc  # type: ignore[import-untyped]
 
 from modelserve.codecs import v2_proto
-from modelserve.codecs.v2_metadata import available_versions, model_metadata, parse_version, server_metadata
-from modelserve.core.inference import InferenceService, ModelSpec
+from modelserve.codecs.v2_metadata import available_versions, model_metadata, server_metadata, v2_model_spec
+from modelserve.core.inference import InferenceService
 from modelserve.errors import NotFound, ServingError
 from modelserve.frontends.grpc.status import at_edge, deadline_seconds
 from modelserve.proto.inference import grpc_service_pb2 as pb
@@ -45,7 +45,7 @@ class V2Servicer(pb_grpc.GRPCInferenceServiceServicer):
 
     @at_edge
     async def ModelReady(self, request: Any, context: Any) -> Any:
-        spec = ModelSpec(request.name, parse_version(request.version))
+        spec = v2_model_spec(request.name, request.version)
         try:
             self.service.handle(spec).close()
         except NotFound:
@@ -58,7 +58,7 @@ class V2Servicer(pb_grpc.GRPCInferenceServiceServicer):
 
     @at_edge
     async def ModelMetadata(self, request: Any, context: Any) -> Any:
-        spec = ModelSpec(request.name, parse_version(request.version))
+        spec = v2_model_spec(request.name, request.version)
         with self.service.handle(spec) as handle:
             signature = handle.signature(None)
             versions = available_versions(self.service.manager.statuses(spec.name))
@@ -85,7 +85,7 @@ class V2Servicer(pb_grpc.GRPCInferenceServiceServicer):
             yield pb.ModelStreamInferResponse(infer_response=response)
 
     async def _infer(self, message: Any, context: Any) -> Any:
-        spec = ModelSpec(message.model_name, parse_version(message.model_version))
+        spec = v2_model_spec(message.model_name, message.model_version)
         request = v2_proto.parse_infer_request(message)
         handle = self.service.handle(spec)
         try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Coroutine, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any
 
@@ -18,6 +18,7 @@ from modelserve.core.inference import InferenceService, ModelSpec, PreparedCall
 from modelserve.core.signature import CLASSIFY_METHOD, REGRESS_METHOD
 from modelserve.errors import InvalidArgument, NotFound, ServingError
 from modelserve.frontends.rest.routes import Route, match_route
+from modelserve.frontends.rest.served_version import ROUTING_KEY, json_head
 from modelserve.frontends.rest.v2_handler import V2_REQUEST_HEADERS, V2Handler
 from modelserve.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from modelserve.metrics import ServerMetrics
@@ -59,7 +60,7 @@ class RestHandler:
     """Stateless apart from its reference to the core; one instance serves every connection."""
 
     # Request headers (lower-case) the HTTP server collects for ``handle``; it ignores every other one.
-    wanted_headers: frozenset[bytes] = V2_REQUEST_HEADERS
+    wanted_headers: frozenset[bytes] = V2_REQUEST_HEADERS | {ROUTING_KEY}
 
     def __init__(
         self,
@@ -104,6 +105,9 @@ class RestHandler:
             if path[:4].lower() == "/v1/":
                 raise InvalidArgument(f"Malformed request: {method} {path}")
             raise NotFound(f"Not found: {method} {path}")
+        key = headers.get(ROUTING_KEY)
+        if key is not None:
+            route = Route(route.method, replace(route.spec, routing_key=key.decode("latin-1")))
         if route.method == "predict":
             return self._predict(route.spec, body)
         if route.method in ("classify", "regress"):
@@ -124,7 +128,11 @@ class RestHandler:
             call = self.service.prepare(handle, signature, inputs)
             if call.inline:
                 outputs = self.service.run_inline(call)
-                return 200, codec.encode_predict_response(outputs, request.row_format)
+                return (
+                    200,
+                    codec.encode_predict_response(outputs, request.row_format),
+                    json_head(handle.version),
+                )
             deferred = True  # the coroutine below (then service.run) now owns the handle
             return self._predict_later(call, request.row_format)
         finally:
@@ -135,7 +143,7 @@ class RestHandler:
         # service.run releases the call's handle when the model call returns.
         try:
             outputs = await self.service.run(call, self.settings.timeout_seconds)
-            return 200, codec.encode_predict_response(outputs, row_format)
+            return 200, codec.encode_predict_response(outputs, row_format), json_head(call.handle.version)
         except ServingError as exc:
             return error_reply(exc)
 
@@ -173,13 +181,15 @@ class RestHandler:
     ) -> Reply:
         try:
             outputs = await self.service.run(call, self.settings.timeout_seconds)
+            head = json_head(call.handle.version)
             if classify:
-                return 200, codec.encode_classify_response(
+                body = codec.encode_classify_response(
                     outputs.get("classes"), outputs.get("scores"), num_examples
                 )
+                return 200, body, head
             if "outputs" not in outputs:
                 raise InvalidArgument("Expected output Tensor 'outputs' in the regression signature")
-            return 200, codec.encode_regress_response(outputs["outputs"], num_examples)
+            return 200, codec.encode_regress_response(outputs["outputs"], num_examples), head
         except ServingError as exc:
             return error_reply(exc)
 

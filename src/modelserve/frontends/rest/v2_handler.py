@@ -18,14 +18,16 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Coroutine, Mapping
+from dataclasses import replace
 from typing import Any
 
 import orjson
 
 from modelserve.codecs import v2_json
-from modelserve.codecs.v2_metadata import available_versions, model_metadata, parse_version, server_metadata
+from modelserve.codecs.v2_metadata import available_versions, model_metadata, server_metadata, v2_model_spec
 from modelserve.core.inference import InferenceService, ModelSpec, PreparedCall
 from modelserve.errors import InvalidArgument, NotFound, ServingError
+from modelserve.frontends.rest.served_version import ROUTING_KEY, json_head, version_line
 
 log = logging.getLogger("modelserve.rest.v2")
 
@@ -84,7 +86,10 @@ class V2Handler:
         if found is None:
             raise NotFound(f"Not found: {method} {path}")
         name, version_text, action = found.groups()
-        spec = ModelSpec(name, parse_version(version_text))
+        spec = v2_model_spec(name, version_text)
+        key = headers.get(ROUTING_KEY)
+        if key is not None:
+            spec = replace(spec, routing_key=key.decode("latin-1"))
         if action == "infer":
             _expect(method, "POST", path)
             return self._infer(spec, body, headers)
@@ -146,9 +151,10 @@ def _infer_reply(call: PreparedCall, request: v2_json.InferRequest, outputs: Map
         call.outputs,
         request.binary_outputs(call.outputs),
     )
+    version = call.handle.version
     if header_length is None:
-        return 200, body
-    return 200, body, _BINARY_FIELDS + str(header_length).encode() + b"\r\n"
+        return 200, body, json_head(version)
+    return 200, body, _BINARY_FIELDS + str(header_length).encode() + b"\r\n" + version_line(version)
 
 
 def _expect(method: str, allowed: str, path: str) -> None:

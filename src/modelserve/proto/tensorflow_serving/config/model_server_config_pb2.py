@@ -28,7 +28,7 @@ from modelserve.proto.tensorflow_serving.config import file_system_storage_path_
 from modelserve.proto.tensorflow_serving.servables import batching_parameters_pb2 as modelserve_dot_proto_dot_tensorflow__serving_dot_servables_dot_batching__parameters__pb2
 
 
-DESCRIPTOR = _POOL.AddSerializedFile(b'\nDmodelserve/proto/tensorflow_serving/config/model_server_config.proto\x12\x12tensorflow.serving\x1a\x19google/protobuf/any.proto\x1a?modelserve/proto/tensorflow_serving/config/logging_config.proto\x1aPmodelserve/proto/tensorflow_serving/config/file_system_storage_path_source.proto\x1aGmodelserve/proto/tensorflow_serving/servables/batching_parameters.proto\"\xf7\x03\n\x0bModelConfig\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tbase_path\x18\x02 \x01(\t\x12\x35\n\nmodel_type\x18\x03 \x01(\x0e\x32\x1d.tensorflow.serving.ModelTypeB\x02\x18\x01\x12\x16\n\x0emodel_platform\x18\x04 \x01(\t\x12i\n\x14model_version_policy\x18\x07 \x01(\x0b\x32K.tensorflow.serving.FileSystemStoragePathSourceConfig.ServableVersionPolicy\x12J\n\x0eversion_labels\x18\x08 \x03(\x0b\x32\x32.tensorflow.serving.ModelConfig.VersionLabelsEntry\x12\x39\n\x0elogging_config\x18\x06 \x01(\x0b\x32!.tensorflow.serving.LoggingConfig\x12\x44\n\x13\x62\x61tching_parameters\x18\xe9\x07 \x01(\x0b\x32&.tensorflow.serving.BatchingParameters\x1a\x34\n\x12VersionLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01J\x04\x08\x05\x10\x06J\x04\x08\t\x10\n\"B\n\x0fModelConfigList\x12/\n\x06\x63onfig\x18\x01 \x03(\x0b\x32\x1f.tensorflow.serving.ModelConfig\"\x94\x01\n\x11ModelServerConfig\x12@\n\x11model_config_list\x18\x01 \x01(\x0b\x32#.tensorflow.serving.ModelConfigListH\x00\x12\x33\n\x13\x63ustom_model_config\x18\x02 \x01(\x0b\x32\x14.google.protobuf.AnyH\x00\x42\x08\n\x06\x63onfig*N\n\tModelType\x12\x1e\n\x16MODEL_TYPE_UNSPECIFIED\x10\x00\x1a\x02\x08\x01\x12\x12\n\nTENSORFLOW\x10\x01\x1a\x02\x08\x01\x12\r\n\x05OTHER\x10\x02\x1a\x02\x08\x01\x62\x06proto3')
+DESCRIPTOR = _POOL.AddSerializedFile(b'\nDmodelserve/proto/tensorflow_serving/config/model_server_config.proto\x12\x12tensorflow.serving\x1a\x19google/protobuf/any.proto\x1a?modelserve/proto/tensorflow_serving/config/logging_config.proto\x1aPmodelserve/proto/tensorflow_serving/config/file_system_storage_path_source.proto\x1aGmodelserve/proto/tensorflow_serving/servables/batching_parameters.proto\"\xb1\x04\n\x0bModelConfig\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tbase_path\x18\x02 \x01(\t\x12\x35\n\nmodel_type\x18\x03 \x01(\x0e\x32\x1d.tensorflow.serving.ModelTypeB\x02\x18\x01\x12\x16\n\x0emodel_platform\x18\x04 \x01(\t\x12i\n\x14model_version_policy\x18\x07 \x01(\x0b\x32K.tensorflow.serving.FileSystemStoragePathSourceConfig.ServableVersionPolicy\x12J\n\x0eversion_labels\x18\x08 \x03(\x0b\x32\x32.tensorflow.serving.ModelConfig.VersionLabelsEntry\x12\x39\n\x0elogging_config\x18\x06 \x01(\x0b\x32!.tensorflow.serving.LoggingConfig\x12\x44\n\x13\x62\x61tching_parameters\x18\xe9\x07 \x01(\x0b\x32&.tensorflow.serving.BatchingParameters\x12\x38\n\rtraffic_split\x18\xea\x07 \x03(\x0b\x32 .tensorflow.serving.TrafficSplit\x1a\x34\n\x12VersionLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01J\x04\x08\x05\x10\x06J\x04\x08\t\x10\n\"\x91\x01\n\x0cTrafficSplit\x12\r\n\x05label\x18\x01 \x01(\t\x12@\n\x08versions\x18\x02 \x03(\x0b\x32..tensorflow.serving.TrafficSplit.VersionWeight\x1a\x30\n\rVersionWeight\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x0e\n\x06weight\x18\x02 \x01(\r\"B\n\x0fModelConfigList\x12/\n\x06\x63onfig\x18\x01 \x03(\x0b\x32\x1f.tensorflow.serving.ModelConfig\"\x94\x01\n\x11ModelServerConfig\x12@\n\x11model_config_list\x18\x01 \x01(\x0b\x32#.tensorflow.serving.ModelConfigListH\x00\x12\x33\n\x13\x63ustom_model_config\x18\x02 \x01(\x0b\x32\x14.google.protobuf.AnyH\x00\x42\x08\n\x06\x63onfig*N\n\tModelType\x12\x1e\n\x16MODEL_TYPE_UNSPECIFIED\x10\x00\x1a\x02\x08\x01\x12\x12\n\nTENSORFLOW\x10\x01\x1a\x02\x08\x01\x12\r\n\x05OTHER\x10\x02\x1a\x02\x08\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,14 +45,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MODELCONFIG_VERSIONLABELSENTRY']._serialized_options = b'8\001'
   _globals['_MODELCONFIG'].fields_by_name['model_type']._loaded_options = None
   _globals['_MODELCONFIG'].fields_by_name['model_type']._serialized_options = b'\030\001'
-  _globals['_MODELTYPE']._serialized_start=1064
-  _globals['_MODELTYPE']._serialized_end=1142
+  _globals['_MODELTYPE']._serialized_start=1270
+  _globals['_MODELTYPE']._serialized_end=1348
   _globals['_MODELCONFIG']._serialized_start=340
-  _globals['_MODELCONFIG']._serialized_end=843
-  _globals['_MODELCONFIG_VERSIONLABELSENTRY']._serialized_start=779
-  _globals['_MODELCONFIG_VERSIONLABELSENTRY']._serialized_end=831
-  _globals['_MODELCONFIGLIST']._serialized_start=845
-  _globals['_MODELCONFIGLIST']._serialized_end=911
-  _globals['_MODELSERVERCONFIG']._serialized_start=914
-  _globals['_MODELSERVERCONFIG']._serialized_end=1062
+  _globals['_MODELCONFIG']._serialized_end=901
+  _globals['_MODELCONFIG_VERSIONLABELSENTRY']._serialized_start=837
+  _globals['_MODELCONFIG_VERSIONLABELSENTRY']._serialized_end=889
+  _globals['_TRAFFICSPLIT']._serialized_start=904
+  _globals['_TRAFFICSPLIT']._serialized_end=1049
+  _globals['_TRAFFICSPLIT_VERSIONWEIGHT']._serialized_start=1001
+  _globals['_TRAFFICSPLIT_VERSIONWEIGHT']._serialized_end=1049
+  _globals['_MODELCONFIGLIST']._serialized_start=1051
+  _globals['_MODELCONFIGLIST']._serialized_end=1117
+  _globals['_MODELSERVERCONFIG']._serialized_start=1120
+  _globals['_MODELSERVERCONFIG']._serialized_end=1268
 # @@protoc_insertion_point(module_scope)

@@ -21,7 +21,7 @@ TENSORFLOW: ModelType
 OTHER: ModelType
 
 class ModelConfig(_message.Message):
-    __slots__ = ("name", "base_path", "model_type", "model_platform", "model_version_policy", "version_labels", "logging_config", "batching_parameters")
+    __slots__ = ("name", "base_path", "model_type", "model_platform", "model_version_policy", "version_labels", "logging_config", "batching_parameters", "traffic_split")
     class VersionLabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -37,6 +37,7 @@ class ModelConfig(_message.Message):
     VERSION_LABELS_FIELD_NUMBER: _ClassVar[int]
     LOGGING_CONFIG_FIELD_NUMBER: _ClassVar[int]
     BATCHING_PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    TRAFFIC_SPLIT_FIELD_NUMBER: _ClassVar[int]
     name: str
     base_path: str
     model_type: ModelType
@@ -45,7 +46,23 @@ class ModelConfig(_message.Message):
     version_labels: _containers.ScalarMap[str, int]
     logging_config: _logging_config_pb2.LoggingConfig
     batching_parameters: _batching_parameters_pb2.BatchingParameters
-    def __init__(self, name: _Optional[str] = ..., base_path: _Optional[str] = ..., model_type: _Optional[_Union[ModelType, str]] = ..., model_platform: _Optional[str] = ..., model_version_policy: _Optional[_Union[_file_system_storage_path_source_pb2.FileSystemStoragePathSourceConfig.ServableVersionPolicy, _Mapping]] = ..., version_labels: _Optional[_Mapping[str, int]] = ..., logging_config: _Optional[_Union[_logging_config_pb2.LoggingConfig, _Mapping]] = ..., batching_parameters: _Optional[_Union[_batching_parameters_pb2.BatchingParameters, _Mapping]] = ...) -> None: ...
+    traffic_split: _containers.RepeatedCompositeFieldContainer[TrafficSplit]
+    def __init__(self, name: _Optional[str] = ..., base_path: _Optional[str] = ..., model_type: _Optional[_Union[ModelType, str]] = ..., model_platform: _Optional[str] = ..., model_version_policy: _Optional[_Union[_file_system_storage_path_source_pb2.FileSystemStoragePathSourceConfig.ServableVersionPolicy, _Mapping]] = ..., version_labels: _Optional[_Mapping[str, int]] = ..., logging_config: _Optional[_Union[_logging_config_pb2.LoggingConfig, _Mapping]] = ..., batching_parameters: _Optional[_Union[_batching_parameters_pb2.BatchingParameters, _Mapping]] = ..., traffic_split: _Optional[_Iterable[_Union[TrafficSplit, _Mapping]]] = ...) -> None: ...
+
+class TrafficSplit(_message.Message):
+    __slots__ = ("label", "versions")
+    class VersionWeight(_message.Message):
+        __slots__ = ("version", "weight")
+        VERSION_FIELD_NUMBER: _ClassVar[int]
+        WEIGHT_FIELD_NUMBER: _ClassVar[int]
+        version: int
+        weight: int
+        def __init__(self, version: _Optional[int] = ..., weight: _Optional[int] = ...) -> None: ...
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    label: str
+    versions: _containers.RepeatedCompositeFieldContainer[TrafficSplit.VersionWeight]
+    def __init__(self, label: _Optional[str] = ..., versions: _Optional[_Iterable[_Union[TrafficSplit.VersionWeight, _Mapping]]] = ...) -> None: ...
 
 class ModelConfigList(_message.Message):
     __slots__ = ("config",)

@@ -1,0 +1,25 @@
+"""The ``x-model-version`` response header (which version served a REST inference) and ``x-routing-key``.
+
+Labels and A/B splits make the serving version vary from request to request, so every predict, classify,
+regress and V2 infer reply says which one answered (gRPC replies carry it in ``model_spec.version``, V2
+bodies in ``model_version``). The lines are cached per version: the hot path concatenates nothing.
+"""
+
+from __future__ import annotations
+
+import functools
+
+HEADER = "x-model-version"
+# Request header that makes an A/B split sticky: requests with equal keys are served by the same version.
+ROUTING_KEY = b"x-routing-key"
+
+
+@functools.lru_cache(maxsize=4096)
+def version_line(version: int) -> bytes:
+    return b"x-model-version: %d\r\n" % version
+
+
+@functools.lru_cache(maxsize=4096)
+def json_head(version: int) -> bytes:
+    """Header lines of a JSON reply served by ``version`` (content type included)."""
+    return b"content-type: application/json\r\n" + version_line(version)
