@@ -8,10 +8,15 @@ embedded servers do not collide). Components report through small observers the 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+if TYPE_CHECKING:
+    from modelserve.core.version_state import VersionStatus
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -66,6 +71,10 @@ class ServerMetrics:
             registry=self.registry,
         )
 
+    def watch_versions(self, statuses: Callable[[], list[VersionStatus]], budget_bytes: int | None) -> None:
+        """Export every version's state and memory, read from the manager at scrape time."""
+        self.registry.register(_VersionCollector(statuses, budget_bytes))
+
     def batch_observer(self, model: str, version: int) -> VersionBatchMetrics:
         return VersionBatchMetrics(self, model, str(version))
 
@@ -108,3 +117,44 @@ class VersionBatchMetrics:
                 metric.remove(*self._labels)
         with contextlib.suppress(KeyError):
             m.rejected.remove(*self._labels)
+
+
+class _VersionCollector:
+    """Scrape-time view of the manager: no bookkeeping on load/unload paths, nothing stale."""
+
+    def __init__(self, statuses: Callable[[], list[VersionStatus]], budget_bytes: int | None) -> None:
+        self._statuses = statuses
+        self._budget = budget_bytes
+
+    def collect(self) -> Iterator[Metric]:
+        statuses = self._statuses()
+        state = GaugeMetricFamily(
+            "modelserve_model_version_state",
+            "1 for the state each known model version is in (START, LOADING, AVAILABLE, UNLOADING, END).",
+            labels=("model", "version", "state"),
+        )
+        failed = GaugeMetricFamily(
+            "modelserve_model_version_failed",
+            "1 when the version's last load failed (its error is in the model status).",
+            labels=("model", "version"),
+        )
+        memory = GaugeMetricFamily(
+            "modelserve_model_memory_bytes",
+            "Host memory a loaded model version holds, as its runtime reports it.",
+            labels=("model", "version"),
+        )
+        for status in statuses:
+            labels = [status.model, str(status.version)]
+            state.add_metric([*labels, status.state.value], 1)
+            failed.add_metric(labels, 1 if status.error_message else 0)
+            if status.memory_bytes:
+                memory.add_metric(labels, status.memory_bytes)
+        used = GaugeMetricFamily(
+            "modelserve_model_memory_used_bytes", "Host memory held by every loaded model version."
+        )
+        used.add_metric([], sum(s.memory_bytes for s in statuses))
+        yield from (state, failed, memory, used)
+        if self._budget is not None:
+            budget = GaugeMetricFamily("modelserve_memory_budget_bytes", "--memory_budget, in bytes.")
+            budget.add_metric([], self._budget)
+            yield budget

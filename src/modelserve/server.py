@@ -244,6 +244,7 @@ class ModelServer:
             memory_guard=MemoryGuard(budget),
             allow_labels_for_unavailable_versions=options.allow_version_labels_for_unavailable_models,
         )
+        self.metrics.watch_versions(self.manager.all_statuses, budget)
         timeout = options.rest_api_timeout_in_ms / 1000 if options.rest_api_timeout_in_ms else None
         self.service = InferenceService(
             self.manager,

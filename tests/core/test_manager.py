@@ -200,3 +200,151 @@ def test_close_unloads_everything(loader: FakeLoader) -> None:
     manager.wait_until_settled(10)
     manager.close()
     assert all(s.closed for s in loader.loaded.values())
+
+
+# -- routes: labels and A/B splits ----------------------------------------------------------------------
+
+
+def split_config(*weights: tuple[int, int], label: str = "") -> ModelConfig:
+    from modelserve.config.model_config import TrafficSplit
+
+    return ModelConfig(
+        name="m",
+        base_path="/models/m",
+        version_policy=VersionPolicy(kind="all"),
+        traffic_splits={label: TrafficSplit(label=label, weights=weights)},
+    )
+
+
+def test_default_split_spreads_requests_and_falls_back(loader: FakeLoader) -> None:
+    manager = ModelManager(loader)
+    config = split_config((1, 50), (2, 50))
+    manager.set_models([config])
+    manager.set_aspired_versions("m", aspired(1, 2))
+    manager.wait_until_settled(10)
+    assert manager.apply_routes([config]) == []
+    seen = set()
+    for _ in range(200):
+        with manager.get_handle("m") as handle:
+            seen.add(handle.version)
+    assert seen == {1, 2}
+    with manager.get_handle("m", routing_key="user-7") as first:
+        sticky = first.version
+    for _ in range(20):
+        with manager.get_handle("m", routing_key="user-7") as handle:
+            assert handle.version == sticky
+    manager.set_aspired_versions("m", aspired(1))  # version 2 leaves: the split falls back to 1
+    manager.wait_until_settled(10)
+    for _ in range(50):
+        with manager.get_handle("m") as handle:
+            assert handle.version == 1
+    manager.set_aspired_versions("m", [])
+    manager.wait_until_settled(10)
+    with pytest.raises(NotFound, match=r"none of versions \[1, 2\] of model m \(the default traffic split\)"):
+        manager.get_handle("m")
+    manager.close()
+
+
+def test_labelled_split_and_status_by_label(loader: FakeLoader) -> None:
+    manager = ModelManager(loader)
+    config = split_config((1, 1), (2, 3), label="ab")
+    manager.set_models([config])
+    manager.set_aspired_versions("m", aspired(1, 2))
+    manager.wait_until_settled(10)
+    manager.apply_routes([config])
+    with manager.get_handle("m") as handle:
+        assert handle.version == 2  # no default split: the latest
+    versions = set()
+    for _ in range(100):
+        with manager.get_handle("m", label="ab") as handle:
+            versions.add(handle.version)
+    assert versions == {1, 2}
+    assert [s.version for s in manager.statuses("m", label="ab")] == [1, 2]
+    manager.close()
+
+
+def test_reload_refuses_labels_on_unavailable_versions_and_keeps_the_old_ones(manager: ModelManager) -> None:
+    from modelserve.errors import FailedPrecondition
+
+    manager.set_aspired_versions("m", aspired(1))
+    manager.wait_until_settled(10)
+    manager.apply_routes([CONFIG])
+    moved = ModelConfig(name="m", base_path="/models/m", version_labels={"stable": 5})
+    with pytest.raises(FailedPrecondition, match="version 5 of model m, which is not currently available"):
+        manager.apply_routes([moved])
+    with manager.get_handle("m", label="stable") as handle:
+        assert handle.version == 1
+    assert manager.apply_routes([moved], enforce=False) != []  # startup: installed, reported
+    with pytest.raises(NotFound):
+        manager.get_handle("m", label="stable")
+
+
+def test_new_labels_on_unavailable_versions_with_the_flag(loader: FakeLoader) -> None:
+    manager = ModelManager(loader, allow_labels_for_unavailable_versions=True)
+    manager.set_models([CONFIG])
+    manager.set_aspired_versions("m", aspired(1))
+    manager.wait_until_settled(10)
+    later = ModelConfig(name="m", base_path="/models/m", version_labels={"stable": 1, "canary": 2})
+    assert manager.apply_routes([later]) == []
+    manager.set_aspired_versions("m", aspired(1, 2))
+    manager.wait_until_settled(10)
+    with manager.get_handle("m", label="canary") as handle:
+        assert handle.version == 2
+    manager.close()
+
+
+# -- retries and the memory guard -------------------------------------------------------------------
+
+
+def test_failed_version_is_retried_when_its_files_change(loader: FakeLoader, manager: ModelManager) -> None:
+    loader.broken = {2}
+    manager.set_aspired_versions("m", aspired(1))
+    manager.wait_until_settled(10)
+    manager.set_aspired_versions("m", [AspiredVersion(2, Path("/models/m/2"), "digest-a")])
+    manager.wait_until_settled(10)
+    assert states(manager)[2] is VersionState.END
+    manager.set_aspired_versions("m", [AspiredVersion(2, Path("/models/m/2"), "digest-a")])  # same files
+    manager.wait_until_settled(10)
+    assert states(manager)[2] is VersionState.END
+    loader.broken = set()
+    manager.set_aspired_versions("m", [AspiredVersion(2, Path("/models/m/2"), "digest-b")])  # fixed on disk
+    manager.wait_until_settled(10)
+    assert states(manager) == {2: VersionState.AVAILABLE, 1: VersionState.END}
+
+
+def test_memory_budget_refuses_a_second_copy_and_keeps_the_first(loader: FakeLoader) -> None:
+    from modelserve.core.memory_guard import MemoryGuard
+
+    manager = ModelManager(loader, memory_guard=MemoryGuard(1500, check_available=False))
+    manager.set_models([CONFIG])
+    manager.set_aspired_versions("m", aspired(1))  # FakeServable(1) reports 1000 bytes
+    manager.wait_until_settled(10)
+    assert manager.statuses("m")[0].memory_bytes == 1000
+    manager.set_aspired_versions("m", aspired(2))  # sized like its sibling: 1000 more does not fit
+    manager.wait_until_settled(10)
+    refused, serving = manager.statuses("m")
+    assert refused.version == 2 and refused.state is VersionState.END
+    assert refused.error_code is Code.RESOURCE_EXHAUSTED
+    assert "memory budget of 1.5 KiB" in refused.error_message and "m/1" in refused.error_message
+    assert serving.state is VersionState.AVAILABLE
+    with manager.get_handle("m") as handle:
+        assert handle.version == 1
+    manager.close()
+
+
+def test_a_refused_version_loads_once_memory_is_freed(loader: FakeLoader) -> None:
+    from modelserve.core.memory_guard import MemoryGuard
+
+    other = ModelConfig(name="other", base_path="/models/other")
+    manager = ModelManager(loader, memory_guard=MemoryGuard(2500, check_available=False))
+    manager.set_models([CONFIG, other])
+    manager.set_aspired_versions("m", [])
+    manager.set_aspired_versions("other", [AspiredVersion(2, Path("/models/other/2"))])  # 2000 bytes
+    assert manager.wait_until_settled(10)
+    manager.set_aspired_versions("m", aspired(1))  # 1000 more: over budget
+    manager.wait_until_settled(10)
+    assert manager.statuses("m")[0].error_code is Code.RESOURCE_EXHAUSTED
+    manager.set_models([CONFIG])  # "other" goes away and frees its memory
+    manager.wait_until_settled(10)
+    assert states(manager) == {1: VersionState.AVAILABLE}
+    manager.close()

@@ -27,12 +27,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import psutil
-
 from modelserve.config.model_config import ModelConfig
 from modelserve.core.handle import ServableHandle
 from modelserve.core.memory_guard import MemoryGuard, files_bytes
-from modelserve.core.reconcile import Held, next_actions
+from modelserve.core.reconcile import Actions, Held, next_actions
 from modelserve.core.routing import DEFAULT_ROUTE, Routes, WeightedVersions, check_routes
 from modelserve.core.servable import Servable
 from modelserve.core.servable_version import ServableVersion
@@ -77,7 +75,7 @@ class ModelManager:
         self._allow_unavailable_labels = allow_labels_for_unavailable_versions
         # Bumped whenever a version's memory is released: loads refused for memory may fit now.
         self._memory_epoch = 0
-        self._loads_running = 0
+        self._unloads_pending = 0
         self._models: dict[str, _Model] = {}
         self._lock = threading.RLock()
         self._settled = threading.Condition(self._lock)
@@ -129,8 +127,7 @@ class ModelManager:
         # Caller holds the lock. Actions only *schedule* work; completions call back in here.
         if self._closed:
             return
-        held = {number: self._held(entry, version) for number, version in entry.versions.items()}
-        actions = next_actions(entry.aspired.keys(), held)
+        actions = next_actions(entry.aspired.keys(), self._held_all(entry))
         for number in actions.load:
             aspired = entry.aspired[number]
             version = ServableVersion(name, number, aspired.path, fingerprint=aspired.fingerprint)
@@ -139,13 +136,16 @@ class ModelManager:
         for number in actions.cancel:
             entry.versions[number].cancel()
         for number in actions.unload:
-            self._unloaders.submit(self._run_unload, entry.versions[number])
+            self._submit_unload(entry.versions[number])
         entry.newest_first = tuple(v for _, v in sorted(entry.versions.items(), key=lambda item: -item[0]))
         ended = all(v.state is VersionState.END for v in entry.versions.values())
         # Identity check: a stale callback must not drop a newer entry of a model added back since.
         if entry.removed and ended and self._models.get(name) is entry:
             del self._models[name]
         self._settled.notify_all()
+
+    def _held_all(self, entry: _Model) -> dict[int, Held]:
+        return {number: self._held(entry, version) for number, version in entry.versions.items()}
 
     def _held(self, entry: _Model, version: ServableVersion) -> Held:
         error = version.error
@@ -162,32 +162,23 @@ class ModelManager:
         version.load(lambda path: self._load_within_budget(entry.config, version, path))
         with self._lock:
             if self._closed and version.state is VersionState.AVAILABLE:
-                self._unloaders.submit(self._run_unload, version)
+                self._submit_unload(version)
             self._reconcile(version.model, entry)
 
     def _load_within_budget(self, config: ModelConfig, version: ServableVersion, path: Path) -> Servable:
-        """Reserve memory, load, then account what the version measured (see ``MemoryGuard``)."""
+        """Reserve memory, load, then account what the runtime reports (see ``MemoryGuard``)."""
         key = f"{version.model}/{version.version}"
         guard = self.memory_guard
         estimate = max(files_bytes(path), self._sibling_memory(version))
         guard.reserve(key, estimate)
-        with self._lock:
-            self._loads_running += 1
-            alone = self._loads_running == 1
-        rss_before = _rss()
         try:
             servable = self._load(config, path)
         except BaseException:
             guard.release(key)
             raise
-        finally:
-            with self._lock:
-                self._loads_running -= 1
-                alone = alone and self._loads_running == 0
-        # RSS growth is only this version's when no other load ran meanwhile; it misses memory that
-        # the allocator reused, hence the max with what the runtime reports.
-        grown = _rss() - rss_before if alone else 0
-        measured = max(servable.memory_bytes(), grown, 0)
+        # What the runtime reports (weights; framework overhead shared by all versions is not counted).
+        # RSS growth is no better: it charges framework start-up and concurrent requests to the version.
+        measured = max(servable.memory_bytes(), 0)
         try:
             guard.settle(key, measured)
         except BaseException:
@@ -203,6 +194,11 @@ class ModelManager:
             siblings = entry.versions.values() if entry is not None else ()
             return max((v.memory_bytes for v in siblings if v is not version), default=0)
 
+    def _submit_unload(self, version: ServableVersion) -> None:
+        # Caller holds the lock. Counted until the unload's aftermath (memory freed, retries) is done.
+        self._unloads_pending += 1
+        self._unloaders.submit(self._run_unload, version)
+
     def _run_unload(self, version: ServableVersion) -> None:
         try:
             version.unload(self._drain_timeout)
@@ -210,6 +206,7 @@ class ModelManager:
             log.exception("unload failed model=%s version=%d", version.model, version.version)
         self.memory_guard.release(f"{version.model}/{version.version}")
         with self._lock:
+            self._unloads_pending -= 1
             self._memory_epoch += 1
             # Memory was freed: any model may now fit a version refused earlier.
             for name, entry in list(self._models.items()):
@@ -350,8 +347,10 @@ class ModelManager:
         """Block until every model was announced and no version is loading or unloading."""
 
         def settled() -> bool:
-            return all(
-                entry.announced and all(v.state not in _BUSY for v in entry.versions.values())
+            return self._unloads_pending == 0 and all(
+                entry.announced
+                and all(v.state not in _BUSY for v in entry.versions.values())
+                and next_actions(entry.aspired.keys(), self._held_all(entry)) == Actions()
                 for entry in self._models.values()
             )
 
@@ -366,14 +365,11 @@ class ModelManager:
         for version in versions:
             version.cancel()
         self._loaders.shutdown(wait=True)
-        for version in versions:
-            if version.state is VersionState.AVAILABLE:
-                self._unloaders.submit(self._run_unload, version)
+        with self._lock:
+            for version in versions:
+                if version.state is VersionState.AVAILABLE:
+                    self._submit_unload(version)
         self._unloaders.shutdown(wait=True)
-
-
-def _rss() -> int:
-    return int(psutil.Process().memory_info().rss)
 
 
 def _not_found_message(model: str, version: int | None, label: str | None) -> str:

@@ -108,6 +108,8 @@ class FileSystemSource:
         self._scanned_once = False
         # (model, version) -> the look that found it not yet quiet.
         self._unsettled: dict[tuple[str, int], DirectoryState] = {}
+        # (model, version) -> the fingerprint of its last quiet look (the version is complete).
+        self._settled: dict[tuple[str, int], str] = {}
         self._recheck_at: float | None = None
 
     def update_models(self, models: Sequence[ModelConfig]) -> None:
@@ -128,11 +130,13 @@ class FileSystemSource:
             self._recheck_at = None
             for model in models:
                 on_disk = list_versions(Path(model.base_path))
-                complete: dict[int, tuple[Path, DirectoryState]] = {}
+                complete: dict[int, tuple[Path, str]] = {}
                 for version, path in on_disk.items():
-                    state = look_at(path)
-                    if self._is_complete(model.name, version, state, first_scan):
-                        complete[version] = (path, state)
+                    fingerprint = self._settled_fingerprint(model.name, version, look_at(path), first_scan)
+                    if fingerprint is not None:
+                        complete[version] = (path, fingerprint)
+                for key in [k for k in self._settled if k[0] == model.name and k[1] not in on_disk]:
+                    del self._settled[key]
                 for key in [k for k in self._unsettled if k[0] == model.name and k[1] not in on_disk]:
                     del self._unsettled[key]  # deleted before it settled
                 if not on_disk and model.name not in self._warned_empty:
@@ -143,19 +147,39 @@ class FileSystemSource:
                 elif on_disk:
                     self._warned_empty.discard(model.name)
                 chosen = model.version_policy.select(set(complete))
-                aspired = [AspiredVersion(v, complete[v][0], complete[v][1].fingerprint) for v in chosen]
+                aspired = [AspiredVersion(v, *complete[v]) for v in chosen]
                 self._callback(model.name, aspired)
 
-    def _is_complete(self, model: str, version: int, state: DirectoryState, first_scan: bool) -> bool:
+    def _settled_fingerprint(
+        self, model: str, version: int, state: DirectoryState, first_scan: bool
+    ) -> str | None:
+        """The fingerprint to announce for a version, or None while it was never complete.
+
+        A version once complete stays offered while its files change again (a rewrite in place), with
+        its last quiet fingerprint: the manager sees the change, and retries a failed load, only once the
+        rewrite is quiet too.
+        """
         key = (model, version)
-        previous = self._unsettled.pop(key, None)
+        settled = self._settled.get(key)
+        if settled == state.fingerprint or self._is_quiet(key, state, first_scan, announce=settled is None):
+            self._unsettled.pop(key, None)
+            self._settled[key] = state.fingerprint
+            return state.fingerprint
+        return settled
+
+    def _is_quiet(
+        self, key: tuple[str, int], state: DirectoryState, first_scan: bool, *, announce: bool
+    ) -> bool:
+        previous = self._unsettled.get(key)
         if first_scan or self._settle <= 0 or self._poll_wait <= 0:
             return True
         quiet = time.time() - state.newest_mtime >= self._settle
-        if quiet and (previous is None or previous.fingerprint == state.fingerprint):
+        if quiet and previous is not None and previous.fingerprint == state.fingerprint:
             return True
+        if quiet and previous is None and announce:
+            return True  # first look at a new directory whose files are all old: a rename into place
         if previous is None:
-            log.info("model=%s version=%d is still being written; waiting until it is quiet", model, version)
+            log.info("model=%s version=%d is being written; waiting until it is quiet", *key)
         self._unsettled[key] = state
         recheck = time.monotonic() + self._settle
         self._recheck_at = recheck if self._recheck_at is None else min(self._recheck_at, recheck)

@@ -1,4 +1,4 @@
-"""The gRPC edge of the error taxonomy: ``ServingError`` → gRPC status, and the request deadline.
+"""The gRPC edge: ``ServingError`` → gRPC status, the request deadline, and the A/B routing key.
 
 ``ServingError.code`` already is a gRPC canonical code number, so the mapping is by value and the message
 goes to the client verbatim. Every servicer method is wrapped by `at_edge`, so no exception escapes as
@@ -10,10 +10,12 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import grpc  # type: ignore[import-untyped]
 
+from modelserve.core.inference import ModelSpec
 from modelserve.errors import Code, ServingError
 
 log = logging.getLogger("modelserve.grpc")
@@ -51,3 +53,14 @@ def at_edge(method: Method[Servicer]) -> Method[Servicer]:
             await context.abort(grpc.StatusCode.INTERNAL, f"Internal error: {type(exc).__name__}: {exc}")
 
     return wrapper
+
+
+ROUTING_KEY = "x-routing-key"  # request metadata that makes an A/B split sticky (as the REST header)
+
+
+def with_routing_key(spec: ModelSpec, context: Any) -> ModelSpec:
+    """``spec`` with the call's ``x-routing-key`` metadata, when the client sent one."""
+    for key, value in context.invocation_metadata() or ():
+        if key == ROUTING_KEY:
+            return replace(spec, routing_key=value if isinstance(value, str) else value.decode("latin-1"))
+    return spec

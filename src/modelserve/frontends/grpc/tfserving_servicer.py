@@ -22,7 +22,7 @@ from modelserve.core.inference import InferenceService, ModelSpec
 from modelserve.core.signature import CLASSIFY_METHOD, REGRESS_METHOD, Signature, check_examples_signature
 from modelserve.errors import FailedPrecondition, InvalidArgument
 from modelserve.frontends.grpc import tfserving_messages as messages
-from modelserve.frontends.grpc.status import at_edge, deadline_seconds
+from modelserve.frontends.grpc.status import at_edge, deadline_seconds, with_routing_key
 from modelserve.proto.tensorflow_serving.apis import (
     classification_pb2,
     inference_pb2,
@@ -78,7 +78,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         output_filter: Sequence[str] = (),
     ) -> tuple[dict[str, np.ndarray], Served]:
         """Resolve, validate and run one request; the handle is released on every path."""
-        handle = self.service.handle(spec)
+        handle = self.service.handle(with_routing_key(spec, context))
         deferred = False
         try:
             signature = handle.signature(signature_name)

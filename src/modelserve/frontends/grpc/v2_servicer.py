@@ -20,7 +20,7 @@ from modelserve.codecs import v2_proto
 from modelserve.codecs.v2_metadata import available_versions, model_metadata, server_metadata, v2_model_spec
 from modelserve.core.inference import InferenceService
 from modelserve.errors import NotFound, ServingError
-from modelserve.frontends.grpc.status import at_edge, deadline_seconds
+from modelserve.frontends.grpc.status import at_edge, deadline_seconds, with_routing_key
 from modelserve.proto.inference import grpc_service_pb2 as pb
 from modelserve.proto.inference import grpc_service_pb2_grpc as pb_grpc
 
@@ -85,7 +85,7 @@ class V2Servicer(pb_grpc.GRPCInferenceServiceServicer):
             yield pb.ModelStreamInferResponse(infer_response=response)
 
     async def _infer(self, message: Any, context: Any) -> Any:
-        spec = v2_model_spec(message.model_name, message.model_version)
+        spec = with_routing_key(v2_model_spec(message.model_name, message.model_version), context)
         request = v2_proto.parse_infer_request(message)
         handle = self.service.handle(spec)
         try:

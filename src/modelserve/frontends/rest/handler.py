@@ -13,17 +13,22 @@ from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any
 
+import orjson
+
 from modelserve.codecs import tfserving_json as codec
 from modelserve.core.inference import InferenceService, ModelSpec, PreparedCall
 from modelserve.core.signature import CLASSIFY_METHOD, REGRESS_METHOD
 from modelserve.errors import InvalidArgument, NotFound, ServingError
 from modelserve.frontends.rest.routes import Route, match_route
 from modelserve.frontends.rest.served_version import ROUTING_KEY, json_head
+from modelserve.frontends.rest.server_status import server_status
 from modelserve.frontends.rest.v2_handler import V2_REQUEST_HEADERS, V2Handler
 from modelserve.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from modelserve.metrics import ServerMetrics
 
 log = logging.getLogger("modelserve.rest")
+
+STATUS_PATH = "/modelserve/status"  # every version's state, error and memory, and the routes
 
 Reply = tuple[int, bytes] | tuple[int, bytes, bytes]
 """HTTP status and JSON body; a third item gives raw header lines (each ``name: value`` plus CRLF, a content
@@ -100,6 +105,8 @@ class RestHandler:
             # V2 paths never match TF Serving's patterns, so the TF Serving fast path pays nothing here.
             if path[:4] == "/v2/" or path == "/v2":
                 return self._v2.handle(method, path, body, headers)
+            if path == STATUS_PATH and method in ("GET", "HEAD"):
+                return 200, orjson.dumps(server_status(self.service.manager))
             if path == self.settings.metrics_path and self._metrics is not None and method in ("GET", "HEAD"):
                 return 200, self._metrics.render(), self._metrics_head
             if path[:4].lower() == "/v1/":
