@@ -94,6 +94,23 @@ def test_tf_error_message_drops_python_decorations() -> None:
         tf_error_message(Exception(two_paragraphs))
         == "first paragraph\n\nsecond paragraph\n\t [[{{node n}}]]"
     )
+    # Real TF separates frames with blank lines, or has none at all.
+    spaced = (
+        "Graph execution error:\n\nDetected at node r defined at (most recent call last):\n"
+        '  File "a.py", line 1, in <module>\n\n  File "b.py", line 2, in f\n\n'
+        "Input to reshape is a tensor with 2 values\n\t [[{{node r}}]] [Op:__inference_f_1]"
+    )
+    assert (
+        tf_error_message(Exception(spaced)) == "Input to reshape is a tensor with 2 values\n\t [[{{node r}}]]"
+    )
+    unavailable = (
+        "Graph execution error:\n\nDetected at node r defined at (most recent call last):\n"
+        "<stack traces unavailable>\nInput to reshape is a tensor with 2 values\n\t [[{{node r}}]]"
+    )
+    assert (
+        tf_error_message(Exception(unavailable))
+        == "Input to reshape is a tensor with 2 values\n\t [[{{node r}}]]"
+    )
 
 
 # -- half_plus_two (TF1-style, SavedModelBuilder) ------------------------------------------------------------

@@ -164,7 +164,6 @@ def read_signatures(path: Path, tags: Sequence[str]) -> dict[str, Signature]:
 
 # TF's Python layer prefixes graph errors with where the failing op was *defined* (a Python traceback of the
 # exporter's code) and suffixes the eager function's name; TF Serving shows neither.
-_DEFINED_AT = re.compile(r"Detected at node [^\n]*defined at \(most recent call last\):\n(?:[^\n]*\n)*?\n")
 _EAGER_SUFFIX = re.compile(r"\s*\[Op:__inference_[^\]]*\]\s*$")
 
 
@@ -172,8 +171,28 @@ def tf_error_message(exc: BaseException) -> str:
     """TF's own message of an error, without the Python-only decorations."""
     message = str(getattr(exc, "message", "") or exc)
     message = message.removeprefix("Graph execution error:").lstrip("\n")
-    message = _DEFINED_AT.sub("", message)
-    return _EAGER_SUFFIX.sub("", message).strip()
+    return _EAGER_SUFFIX.sub("", _drop_python_traces(message)).strip()
+
+
+def _drop_python_traces(message: str) -> str:
+    """Remove "Detected at node X defined at (most recent call last):" and the Python frames after it.
+
+    The frames are indented, blank-separated or "<stack traces unavailable>"; they describe the process
+    that built the graph, not the request, and would leak paths into client errors.
+    """
+    kept: list[str] = []
+    skipping = False
+    for line in message.split("\n"):
+        if line.startswith("Detected at node") and line.endswith("(most recent call last):"):
+            skipping = True
+            continue
+        if skipping and (
+            not line.strip() or line[:1].isspace() or line.strip() == "<stack traces unavailable>"
+        ):
+            continue
+        skipping = False
+        kept.append(line)
+    return "\n".join(kept)
 
 
 # -- servable ------------------------------------------------------------------------------------------------
