@@ -55,6 +55,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("modelserve.server")
 
+_RETRY_RULE = "a failed load is retried when its files change (or memory frees), not on a timer"
+
 # Flags we accept for compatibility but do not act on yet: flag -> what happens instead.
 _NOT_IMPLEMENTED: dict[str, str] = {
     "ssl_config_file": "TLS is not implemented; serving plain text",
@@ -64,8 +66,8 @@ _NOT_IMPLEMENTED: dict[str, str] = {
     "per_process_gpu_memory_fraction": "GPU memory fraction is not supported yet",
     "rest_api_num_threads": "REST runs on one event loop; model calls use their own thread pool",
     "grpc_max_threads": "gRPC runs on the event loop; model calls use their own thread pool",
-    "max_num_load_retries": "failed loads are not retried yet",
-    "load_retry_interval_micros": "failed loads are not retried yet",
+    "max_num_load_retries": _RETRY_RULE,
+    "load_retry_interval_micros": _RETRY_RULE,
     "xla_cpu_compilation_enabled": "XLA settings are left to TensorFlow's defaults",
     "enable_signature_method_name_check": "method names are checked for classify/regress only",
 }
