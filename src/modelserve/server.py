@@ -43,7 +43,7 @@ from modelserve.core.memory_guard import MemoryGuard, format_bytes, parse_memory
 from modelserve.core.servable import RuntimeSettings, Servable
 from modelserve.core.source import FileSystemSource
 from modelserve.core.version_state import VersionState
-from modelserve.errors import FailedPrecondition, InvalidArgument, ServingError
+from modelserve.errors import Code, FailedPrecondition, InvalidArgument, ServingError
 from modelserve.frontends.rest.handler import RestHandler, RestSettings
 from modelserve.frontends.rest.http_server import HttpServer
 from modelserve.metrics import ServerMetrics
@@ -55,7 +55,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("modelserve.server")
 
-_RETRY_RULE = "a failed load is retried when its files change (or memory frees), not on a timer"
+_RELOAD_WAIT_SECONDS = 120.0  # a reload waits this long for copies in progress and loads
 
 # Flags we accept for compatibility but do not act on yet: flag -> what happens instead.
 _NOT_IMPLEMENTED: dict[str, str] = {
@@ -66,8 +66,6 @@ _NOT_IMPLEMENTED: dict[str, str] = {
     "per_process_gpu_memory_fraction": "GPU memory fraction is not supported yet",
     "rest_api_num_threads": "REST runs on one event loop; model calls use their own thread pool",
     "grpc_max_threads": "gRPC runs on the event loop; model calls use their own thread pool",
-    "max_num_load_retries": _RETRY_RULE,
-    "load_retry_interval_micros": _RETRY_RULE,
     "xla_cpu_compilation_enabled": "XLA settings are left to TensorFlow's defaults",
     "enable_signature_method_name_check": "method names are checked for classify/regress only",
 }
@@ -245,6 +243,8 @@ class ModelServer:
             num_unload_threads=options.num_unload_threads or 1,
             memory_guard=MemoryGuard(budget),
             allow_labels_for_unavailable_versions=options.allow_version_labels_for_unavailable_models,
+            max_load_retries=options.max_num_load_retries,
+            load_retry_interval=options.load_retry_interval_micros / 1e6,
         )
         self.metrics.watch_versions(self.manager.all_statuses, budget)
         timeout = options.rest_api_timeout_in_ms / 1000 if options.rest_api_timeout_in_ms else None
@@ -264,6 +264,7 @@ class ModelServer:
         )
         self._stop = asyncio.Event()
         self._reloading = asyncio.Lock()
+        self._reloads: set[asyncio.Task[None]] = set()
         self._watcher: ConfigFileWatcher | None = None
         self._rest: HttpServer | None = None
         self._grpc: GrpcServer | None = None
@@ -379,38 +380,48 @@ class ModelServer:
         """Serve exactly ``config``'s models (HandleReloadConfigRequest and the config file watcher).
 
         Like TF Serving's ServerCore::ReloadConfig: versions are loaded first, then labels and splits are
-        switched, all at once and only if each points at an AVAILABLE version. Raises FailedPrecondition
-        when routes were refused or a model has no available version, after applying the rest.
+        switched, all at once and only if each points at an AVAILABLE version (a version a route still
+        points at stays loaded meanwhile, so no label is ever stranded). The reload runs as the server's
+        own task: a caller that gives up (a gRPC deadline) does not leave it half done.
         """
+        task = asyncio.get_running_loop().create_task(self._reload(config), name="modelserve-reload")
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
+        await asyncio.shield(task)
+
+    async def _reload(self, config: ServingConfig) -> None:
         async with self._reloading:
             log.info("reloading model config: %s", ", ".join(m.name for m in config.models) or "no models")
+            added = {m.name for m in config.models} - {m.name for m in self.config.models}
             self.config = config
             self.manager.set_models(config.models)
             await asyncio.to_thread(self.source.update_models, config.models)
-            await asyncio.to_thread(self.manager.wait_until_settled)
+            # Versions still being written when the reload came in are part of it: wait (bounded) until
+            # they are complete, so "publish version 44, then point canary at it" works.
+            await asyncio.to_thread(self.source.wait_until_complete, _RELOAD_WAIT_SECONDS)
+            await asyncio.to_thread(self.manager.wait_until_settled, _RELOAD_WAIT_SECONDS)
             if self._grpc is not None:
                 await self._grpc.update_health()
-            problems: list[str] = []
-            try:
-                self.manager.apply_routes(config.models, enforce=True)
-            except ServingError as exc:
-                problems.append(exc.message)
-            problems += self._unavailable_models(config)
-            if problems:
-                raise FailedPrecondition("; ".join(problems))
+            self.manager.apply_routes(config.models, enforce=True)  # FailedPrecondition: routes refused
+            missing = self._unavailable_models(config, added)
+            if missing:
+                # TF Serving's ServerCore::WaitUntilModelsAvailable answers UNKNOWN for new models.
+                raise ServingError(
+                    "Some models did not become available: {" + ", ".join(missing) + "}", code=Code.UNKNOWN
+                )
             log.info("model config reloaded")
 
-    def _unavailable_models(self, config: ServingConfig) -> list[str]:
-        """Models of ``config`` with no AVAILABLE version, with the error of their latest failed load."""
+    def _unavailable_models(self, config: ServingConfig, names: set[str]) -> list[str]:
+        """Models among ``names`` with no AVAILABLE version, with the error of their failed loads."""
         problems = []
         for model in config.models:
+            if model.name not in names:
+                continue
             statuses = [s for s in self.manager.all_statuses() if s.model == model.name]
             if any(s.state is VersionState.AVAILABLE for s in statuses):
                 continue
             errors = [f"version {s.version}: {s.error_message}" for s in statuses if s.error_message]
-            problems.append(
-                f"model {model.name} has no available version" + (f" ({'; '.join(errors)})" if errors else "")
-            )
+            problems.append(model.name + (f" ({'; '.join(errors)})" if errors else ""))
         return problems
 
     def _write_ready_file(self, ports: BoundPorts) -> None:
@@ -425,6 +436,10 @@ class ModelServer:
 
     async def shutdown(self) -> None:
         log.info("shutting down: draining in-flight requests")
+        # No new versions or configs from here on; a reload in flight returns once the manager closes.
+        if self._watcher is not None:
+            await self._watcher.stop()
+        self.source.stop()
         grace = self.options.rest_api_timeout_in_ms / 1000 or 30.0
         # Stop accepting on every front-end at once, then drain each within the grace period.
         draining = []
@@ -433,9 +448,6 @@ class ModelServer:
         if self._grpc is not None:
             draining.append(self._grpc.stop(grace))
         await asyncio.gather(*draining)
-        if self._watcher is not None:
-            await self._watcher.stop()
-        self.source.stop()
         await asyncio.to_thread(self.manager.close)
         self.service.close()
         log.info("shutdown complete")

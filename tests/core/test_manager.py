@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -55,9 +56,11 @@ class FakeLoader:
         self.broken = broken or set()
         self.loaded: dict[int, FakeServable] = {}
         self.gate: threading.Event | None = None
+        self.calls = 0
 
     def __call__(self, config: ModelConfig, path: Path) -> FakeServable:
         version = int(path.name)
+        self.calls += 1
         if self.gate is not None:
             self.gate.wait(10)
         if version in self.broken:
@@ -111,7 +114,7 @@ def test_not_found_messages_match_tf_serving(manager: ModelManager) -> None:
         manager.get_handle("other")
     with pytest.raises(NotFound, match=r"^Servable not found for request: Specific\(m, 9\)$"):
         manager.get_handle("m", version=9)
-    with pytest.raises(NotFound, match="Unrecognized servable version label: canary"):
+    with pytest.raises(InvalidArgument, match="Unrecognized servable version label: canary"):
         manager.get_handle("m", label="canary")
     with pytest.raises(NotFound, match="Could not find any versions of model other"):
         manager.statuses("other")
@@ -218,14 +221,15 @@ def split_config(*weights: tuple[int, int], label: str = "") -> ModelConfig:
 
 def test_default_split_spreads_requests_and_falls_back(loader: FakeLoader) -> None:
     manager = ModelManager(loader)
-    config = split_config((1, 50), (2, 50))
+    loader.broken = {3}
+    config = split_config((1, 50), (2, 50), (3, 1000))
     manager.set_models([config])
-    manager.set_aspired_versions("m", aspired(1, 2))
+    manager.set_aspired_versions("m", aspired(1, 2, 3))
     manager.wait_until_settled(10)
-    assert manager.apply_routes([config]) == []
+    assert manager.apply_routes([config], enforce=False) != []  # version 3 failed to load
     seen = set()
     for _ in range(200):
-        with manager.get_handle("m") as handle:
+        with manager.get_handle("m") as handle:  # 3 is drawn almost always, and falls back
             seen.add(handle.version)
     assert seen == {1, 2}
     with manager.get_handle("m", routing_key="user-7") as first:
@@ -233,15 +237,54 @@ def test_default_split_spreads_requests_and_falls_back(loader: FakeLoader) -> No
     for _ in range(20):
         with manager.get_handle("m", routing_key="user-7") as handle:
             assert handle.version == sticky
-    manager.set_aspired_versions("m", aspired(1))  # version 2 leaves: the split falls back to 1
+    manager.set_aspired_versions("m", aspired(1))  # 2 leaves the policy but the split pins it
     manager.wait_until_settled(10)
-    for _ in range(50):
-        with manager.get_handle("m") as handle:
-            assert handle.version == 1
-    manager.set_aspired_versions("m", [])
+    assert states(manager)[2] is VersionState.AVAILABLE
+    manager.set_models([])  # removed: routes go, every version unloads
     manager.wait_until_settled(10)
-    with pytest.raises(NotFound, match=r"none of versions \[1, 2\] of model m \(the default traffic split\)"):
+    with pytest.raises(NotFound, match=r"Latest\(m\)"):
         manager.get_handle("m")
+    manager.close()
+
+
+def test_a_version_a_route_points_at_stays_until_the_route_moves(loader: FakeLoader) -> None:
+    manager = ModelManager(loader)
+    labelled = ModelConfig(name="m", base_path="/models/m", version_labels={"stable": 1})
+    manager.set_models([labelled])
+    manager.set_aspired_versions("m", aspired(1))
+    manager.wait_until_settled(10)
+    manager.apply_routes([labelled])
+    manager.set_aspired_versions("m", aspired(2))  # the policy moves on before the label does
+    manager.wait_until_settled(10)
+    assert states(manager) == {2: VersionState.AVAILABLE, 1: VersionState.AVAILABLE}
+    with manager.get_handle("m", label="stable") as handle:
+        assert handle.version == 1
+    moved = ModelConfig(name="m", base_path="/models/m", version_labels={"stable": 2})
+    manager.apply_routes([moved])
+    manager.wait_until_settled(10)
+    assert states(manager) == {2: VersionState.AVAILABLE, 1: VersionState.END}
+    manager.close()
+
+
+def test_a_queued_unload_that_is_no_longer_wanted_does_not_run(loader: FakeLoader) -> None:
+    other = ModelConfig(name="other", base_path="/models/other")
+    manager = ModelManager(loader)  # one unloader thread
+    manager.set_models([CONFIG, other])
+    manager.set_aspired_versions("other", [AspiredVersion(5, Path("/models/other/5"))])
+    manager.set_aspired_versions("m", aspired(1))
+    assert manager.wait_until_settled(10)
+    first = loader.loaded[1]
+    blocker = manager.get_handle("other")
+    manager.set_models([CONFIG])  # other/5 unloads, and drains the request above: the unloader is busy
+    manager.set_aspired_versions("m", aspired(2))  # 2 loads; the unload of 1 is queued behind
+    deadline = time.monotonic() + 5
+    while states(manager).get(2) is not VersionState.AVAILABLE and time.monotonic() < deadline:
+        time.sleep(0.01)
+    manager.set_aspired_versions("m", aspired(1))  # rollback: 1 is wanted again while its unload waits
+    blocker.close()
+    assert manager.wait_until_settled(10)
+    assert not first.closed, "the queued unload of version 1 ran although version 1 was wanted again"
+    assert states(manager) == {2: VersionState.END, 1: VersionState.AVAILABLE}
     manager.close()
 
 
@@ -347,4 +390,44 @@ def test_a_refused_version_loads_once_memory_is_freed(loader: FakeLoader) -> Non
     manager.set_models([CONFIG])  # "other" goes away and frees its memory
     manager.wait_until_settled(10)
     assert states(manager) == {1: VersionState.AVAILABLE}
+    manager.close()
+
+
+def test_a_failed_load_is_retried_on_a_timer_a_bounded_number_of_times(loader: FakeLoader) -> None:
+    loader.broken = {1}
+    manager = ModelManager(loader, max_load_retries=2, load_retry_interval=0.05)
+    manager.set_models([CONFIG])
+    for _ in range(8):  # the source announces every poll; retries happen on those announcements
+        manager.set_aspired_versions("m", aspired(1))
+        manager.wait_until_settled(10)
+        time.sleep(0.06)
+    assert loader.calls == 3, "one load and two retries (--max_num_load_retries=2)"
+    loader.broken = set()
+    manager.set_aspired_versions("m", [AspiredVersion(1, Path("/models/m/1"), "fixed")])  # files changed
+    manager.wait_until_settled(10)
+    assert states(manager) == {1: VersionState.AVAILABLE}
+    manager.close()
+
+
+def test_a_version_over_budget_after_loading_is_refused_before_loading_next_time(loader: FakeLoader) -> None:
+    from modelserve.core.memory_guard import MemoryGuard
+
+    other = ModelConfig(name="other", base_path="/models/other")
+    small = ModelConfig(name="small", base_path="/models/small")
+    manager = ModelManager(loader, memory_guard=MemoryGuard(2500, check_available=False))
+    manager.set_models([CONFIG, other, small])
+    manager.set_aspired_versions("m", [])
+    manager.set_aspired_versions("small", [AspiredVersion(0, Path("/models/small/0"))])  # 0 B
+    manager.set_aspired_versions("other", [AspiredVersion(1, Path("/models/other/1"))])  # 1000 B
+    assert manager.wait_until_settled(10)
+    manager.set_aspired_versions("m", [AspiredVersion(2, Path("/models/m/2"))])  # 2000 B, known once loaded
+    assert manager.wait_until_settled(10)
+    (refused,) = manager.statuses("m")
+    assert "measured 2.0 KiB after loading" in refused.error_message
+    calls = loader.calls
+    manager.set_models([CONFIG, other])  # unloading "small" frees nothing that helps
+    assert manager.wait_until_settled(10)
+    (again,) = manager.statuses("m")
+    assert "needs about 2.0 KiB" in again.error_message
+    assert loader.calls == calls, "the retry must be refused before loading, from what it measured"
     manager.close()

@@ -90,3 +90,12 @@ def test_applying_the_actions_converges() -> None:
             held[version] = Held(END)
     assert {v for v, h in held.items() if h.state is AVAILABLE} == {3, 4}
     assert next_actions(aspired, held) == Actions()
+
+
+def test_a_pinned_version_stays_until_its_route_moves() -> None:
+    held = {1: Held(AVAILABLE), 2: Held(AVAILABLE)}
+    assert next_actions({2}, held, pinned={1}) == Actions()
+    assert next_actions({2}, held, pinned=()) == Actions(unload=(1,))
+    assert next_actions(set(), held, pinned={1}) == Actions(unload=(2,))
+    # A pinned version that never started loading is still cancelled: pinning keeps, it does not load.
+    assert next_actions({2}, {1: Held(START), 2: Held(AVAILABLE)}, pinned={1}) == Actions(cancel=(1,))

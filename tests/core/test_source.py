@@ -32,8 +32,9 @@ def write_version(base: Path, version: int, payload: bytes = b"weights") -> Path
 
 
 def make_old(path: Path) -> None:
-    """Backdate every mtime under ``path``, as if written long ago."""
+    """Backdate the mtime of ``path`` and everything under it, as if written long ago."""
     past = time.time() - 60
+    os.utime(path, (past, past))
     for root, _dirs, files in os.walk(path):
         for name in [*files, "."]:
             os.utime(os.path.join(root, name), (past, past))
@@ -88,20 +89,58 @@ def test_a_version_that_keeps_changing_is_not_offered(tmp_path: Path) -> None:
 
 
 def test_a_copy_with_old_mtimes_waits_for_an_unchanged_listing(tmp_path: Path) -> None:
-    """``cp -p``/``rsync -a`` keep old mtimes: a listing that changed between looks still waits."""
+    """``cp -p``/``rsync -a`` in progress: files keep old mtimes, only the listing shows the copy."""
     write_version(tmp_path, 1)
     recorder = Recorder()
     source = source_for(tmp_path, recorder)
     source.poll_once()
     path = write_version(tmp_path, 2)
-    source.poll_once()  # fresh: pending
+    make_old(path / "model.onnx")  # copied with its mtime; the directory itself is still being filled
+    source.poll_once()
+    assert recorder.last() == [1]
     (path / "variables").mkdir()
     (path / "variables" / "data").write_bytes(b"y" * 10)
-    make_old(path)
-    source.poll_once()  # quiet by mtime, but the listing differs from the previous look
+    make_old(path / "variables")
+    source.poll_once()  # the listing changed: the quiet period starts again
     assert recorder.last() == [1]
-    source.poll_once()  # same listing twice, old mtimes
+    time.sleep(SETTLE + 0.05)
+    source.poll_once()  # unchanged for the settle time
     assert recorder.last() == [2]
+
+
+def test_future_mtimes_do_not_stall_a_version(tmp_path: Path) -> None:
+    write_version(tmp_path, 1)
+    recorder = Recorder()
+    source = source_for(tmp_path, recorder)
+    source.poll_once()
+    path = write_version(tmp_path, 2)
+    future = time.time() + 3600  # a clock-skewed writer
+    os.utime(path / "model.onnx", (future, future))
+    source.poll_once()
+    assert recorder.last() == [1]
+    time.sleep(SETTLE + 0.05)
+    source.poll_once()
+    assert recorder.last() == [2]
+
+
+def test_a_chmod_changes_the_fingerprint(tmp_path: Path) -> None:
+    path = write_version(tmp_path, 1)
+    before = look_at(path).fingerprint
+    (path / "model.onnx").chmod(0o600)
+    assert look_at(path).fingerprint != before
+
+
+def test_an_unreadable_base_path_keeps_the_versions(tmp_path: Path) -> None:
+    base = tmp_path / "m"
+    write_version(base, 1)
+    recorder = Recorder()
+    source = source_for(base, recorder)
+    source.poll_once()
+    assert recorder.last() == [1]
+    base.rename(tmp_path / "elsewhere")  # e.g. a storage blip
+    calls = len(recorder.calls)
+    source.poll_once()
+    assert len(recorder.calls) == calls, "nothing is announced while the base path cannot be read"
 
 
 def test_fingerprint_changes_when_a_file_changes(tmp_path: Path) -> None:

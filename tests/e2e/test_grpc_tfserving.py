@@ -268,7 +268,7 @@ def test_errors_map_to_grpc_status_codes_and_the_server_keeps_serving(
         (predict_request(apis, tf, "tiny", {"x": x}, version=9), grpc.StatusCode.NOT_FOUND, "9"),
         (
             predict_request(apis, tf, "tiny", {"x": x}, version_label="canary"),
-            grpc.StatusCode.NOT_FOUND,
+            grpc.StatusCode.INVALID_ARGUMENT,  # TF Serving's ServerCore::GetModelVersionForLabel
             "canary",
         ),
         (

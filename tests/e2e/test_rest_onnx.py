@@ -131,7 +131,7 @@ def test_version_and_label_paths(two_models: Any, path: str) -> None:
             "Servable not found for request: Latest(nope)",
         ),
         ("POST", "/v1/models/tiny/versions/9:predict", {"instances": [[0.0] * 64]}, 404, "Specific(tiny, 9)"),
-        ("POST", "/v1/models/tiny/labels/canary:predict", {"instances": [[0.0] * 64]}, 404, "canary"),
+        ("POST", "/v1/models/tiny/labels/canary:predict", {"instances": [[0.0] * 64]}, 400, "canary"),
         ("GET", "/v1/models/nope", None, 404, "Could not find any versions of model nope"),
         ("GET", "/v1/models/tiny/versions/9", None, 404, "version 9"),
         ("POST", "/v1/models/tiny:predict", b"{not json", 400, "JSON"),

@@ -1,9 +1,10 @@
 """``--model_config_file_poll_wait_seconds``: re-read the model config file and apply it when it changes.
 
 The watcher runs on the server's event loop. It compares the file's text with the text it last applied,
-so touching the file without changing it does nothing. A file that does not parse, or a config the
-server refuses (a label on a version that is not loaded), is logged and the running config stays: a typo
-in the config file never takes models down.
+so touching the file without changing it does nothing. A file that does not parse is logged and the
+running config stays: a typo in the config file never takes models down. A config the server refuses
+in part (a label on a version that is not loaded) is logged: its models and policies are applied, the
+refused labels and splits keep their previous targets, which stay loaded.
 """
 
 from __future__ import annotations
@@ -48,13 +49,16 @@ class ConfigFileWatcher:
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self.poll_seconds)
-            await self.check_once()
+            try:
+                await self.check_once()
+            except Exception:  # the watcher must outlive any one bad file or failed reload
+                log.exception("checking model config file %s failed", self.path)
 
     async def check_once(self) -> bool:
         """Apply the file if it changed since the last applied text; True when a new config was applied."""
         try:
             text = await asyncio.to_thread(self.path.read_text)
-        except OSError as exc:
+        except (OSError, UnicodeDecodeError) as exc:
             log.error("cannot read model config file %s, keeping the current config: %s", self.path, exc)
             return False
         if text == self._applied_text:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -36,13 +37,14 @@ from modelserve.core.servable import Servable
 from modelserve.core.servable_version import ServableVersion
 from modelserve.core.source import AspiredVersion
 from modelserve.core.version_state import VersionState, VersionStatus
-from modelserve.errors import Code, FailedPrecondition, NotFound
+from modelserve.errors import Code, FailedPrecondition, InvalidArgument, NotFound, ServingError
 
 log = logging.getLogger("modelserve.manager")
 
 LoadFunction = Callable[[ModelConfig, Path], Servable]
 
 _BUSY = (VersionState.START, VersionState.LOADING, VersionState.UNLOADING)
+_ENDED_VERSIONS_KEPT = 5  # unloaded versions whose status stays visible, per model
 
 
 @dataclass
@@ -50,6 +52,9 @@ class _Model:
     config: ModelConfig
     aspired: dict[int, AspiredVersion] = field(default_factory=dict)
     routes: Routes = field(default_factory=Routes)
+    pinned: frozenset[int] = frozenset()  # versions the routes point at: kept loaded (see reconcile)
+    # What a version measured when the budget refused it after loading: its next estimate.
+    refused_sizes: dict[int, int] = field(default_factory=dict)
     announced: bool = False  # the source has reported at least once
     removed: bool = False  # dropped from the config: forget it once every version has ended
     versions: dict[int, ServableVersion] = field(default_factory=dict)
@@ -69,8 +74,12 @@ class ModelManager:
         drain_timeout: float = 30.0,
         memory_guard: MemoryGuard | None = None,
         allow_labels_for_unavailable_versions: bool = False,
+        max_load_retries: int = 5,
+        load_retry_interval: float = 60.0,
     ) -> None:
         self._load = load
+        self._max_load_retries = max_load_retries
+        self._load_retry_interval = load_retry_interval
         self.memory_guard = memory_guard or MemoryGuard(None, check_available=False)
         self._allow_unavailable_labels = allow_labels_for_unavailable_versions
         # Bumped whenever a version's memory is released: loads refused for memory may fit now.
@@ -105,6 +114,7 @@ class ModelManager:
                 gone.aspired = {}
                 gone.announced = True
                 gone.removed = True
+                gone.routes, gone.pinned = Routes(), frozenset()
             self._reconcile_all()
 
     def set_aspired_versions(self, model: str, versions: Sequence[AspiredVersion]) -> None:
@@ -127,22 +137,43 @@ class ModelManager:
         # Caller holds the lock. Actions only *schedule* work; completions call back in here.
         if self._closed:
             return
-        actions = next_actions(entry.aspired.keys(), self._held_all(entry))
+        actions = next_actions(entry.aspired.keys(), self._held_all(entry), entry.pinned)
         for number in actions.load:
             aspired = entry.aspired[number]
+            previous = entry.versions.get(number)
             version = ServableVersion(name, number, aspired.path, fingerprint=aspired.fingerprint)
+            if (
+                previous is not None
+                and previous.error is not None
+                and previous.fingerprint == aspired.fingerprint
+            ):
+                version.attempt = previous.attempt + 1  # same files: a retry
             entry.versions[number] = version
             self._loaders.submit(self._run_load, entry, version)
         for number in actions.cancel:
             entry.versions[number].cancel()
         for number in actions.unload:
-            self._submit_unload(entry.versions[number])
+            version = entry.versions[number]
+            if not version.unload_scheduled:
+                version.unload_scheduled = True
+                self._unloads_pending += 1
+                self._unloaders.submit(self._run_unload, entry, version)
+        self._forget_old_versions(entry)
         entry.newest_first = tuple(v for _, v in sorted(entry.versions.items(), key=lambda item: -item[0]))
         ended = all(v.state is VersionState.END for v in entry.versions.values())
         # Identity check: a stale callback must not drop a newer entry of a model added back since.
         if entry.removed and ended and self._models.get(name) is entry:
             del self._models[name]
         self._settled.notify_all()
+
+    def _forget_old_versions(self, entry: _Model) -> None:
+        """Keep the status of the last few unloaded versions, not of every version ever deployed."""
+        gone = [
+            n for n, v in entry.versions.items() if v.state is VersionState.END and n not in entry.aspired
+        ]
+        for number in sorted(gone)[:-_ENDED_VERSIONS_KEPT]:
+            del entry.versions[number]
+            entry.refused_sizes.pop(number, None)
 
     def _held_all(self, entry: _Model) -> dict[int, Held]:
         return {number: self._held(entry, version) for number, version in entry.versions.items()}
@@ -154,63 +185,95 @@ class ModelManager:
         aspired = entry.aspired.get(version.version)
         files_changed = aspired is not None and aspired.fingerprint != version.fingerprint
         memory_freed = error.code is Code.RESOURCE_EXHAUSTED and version.refused_epoch < self._memory_epoch
-        return Held(version.state, failed=True, retry=files_changed or memory_freed)
+        timer_due = (
+            error.code is not Code.RESOURCE_EXHAUSTED
+            and version.attempt <= self._max_load_retries
+            and time.monotonic() - version.failed_at >= self._load_retry_interval
+        )
+        return Held(version.state, failed=True, retry=files_changed or memory_freed or timer_due)
 
     def _run_load(self, entry: _Model, version: ServableVersion) -> None:
         with self._lock:
             version.refused_epoch = self._memory_epoch
-        version.load(lambda path: self._load_within_budget(entry.config, version, path))
+        version.load(lambda path: self._load_within_budget(entry, version, path))
         with self._lock:
             if self._closed and version.state is VersionState.AVAILABLE:
-                self._submit_unload(version)
+                version.unload_scheduled = True
+                self._unloads_pending += 1
+                self._unloaders.submit(self._run_unload, entry, version)
             self._reconcile(version.model, entry)
 
-    def _load_within_budget(self, config: ModelConfig, version: ServableVersion, path: Path) -> Servable:
+    def _load_within_budget(self, entry: _Model, version: ServableVersion, path: Path) -> Servable:
         """Reserve memory, load, then account what the runtime reports (see ``MemoryGuard``)."""
-        key = f"{version.model}/{version.version}"
+        name = f"{version.model}/{version.version}"
         guard = self.memory_guard
-        estimate = max(files_bytes(path), self._sibling_memory(version))
-        guard.reserve(key, estimate)
+        with self._lock:
+            estimate = max(
+                files_bytes(path),
+                self._sibling_memory(entry, version),
+                entry.refused_sizes.get(version.version, 0),
+            )
+        guard.reserve(version, name, estimate)  # the version object is the token: one per attempt
         try:
-            servable = self._load(config, path)
+            servable = self._load(entry.config, path)
         except BaseException:
-            guard.release(key)
+            guard.release(version)
             raise
-        # What the runtime reports (weights; framework overhead shared by all versions is not counted).
-        # RSS growth is no better: it charges framework start-up and concurrent requests to the version.
-        measured = max(servable.memory_bytes(), 0)
         try:
-            guard.settle(key, measured)
+            # What the runtime reports (weights; framework overhead shared by all versions is not
+            # counted). RSS growth is no better: it charges framework start-up and concurrent requests.
+            measured = max(servable.memory_bytes(), 0)
+            try:
+                guard.settle(version, measured)
+            except ServingError:
+                with self._lock:
+                    entry.refused_sizes[version.version] = measured  # next time, refuse before loading
+                raise
         except BaseException:
+            guard.release(version)
             servable.close()
             raise
         version.memory_bytes = measured
         return servable
 
-    def _sibling_memory(self, version: ServableVersion) -> int:
-        """What the model's other loaded versions measured: the best guess for a new version's needs."""
+    def _sibling_memory(self, entry: _Model, version: ServableVersion) -> int:
+        """What the model's loaded versions hold: the best guess for a new version's needs."""
+        return max(
+            (
+                v.memory_bytes
+                for v in entry.versions.values()
+                if v is not version and v.state in (VersionState.AVAILABLE, VersionState.UNLOADING)
+            ),
+            default=0,
+        )
+
+    def _run_unload(self, entry: _Model, version: ServableVersion) -> None:
+        # Decided when queued; check again now: the version may have become wanted meanwhile (a rollback,
+        # a label moved back to it). The AVAILABLE → UNLOADING step happens under the manager's lock, so
+        # no reconcile can want it back between the check and the step.
         with self._lock:
-            entry = self._models.get(version.model)
-            siblings = entry.versions.values() if entry is not None else ()
-            return max((v.memory_bytes for v in siblings if v is not version), default=0)
-
-    def _submit_unload(self, version: ServableVersion) -> None:
-        # Caller holds the lock. Counted until the unload's aftermath (memory freed, retries) is done.
-        self._unloads_pending += 1
-        self._unloaders.submit(self._run_unload, version)
-
-    def _run_unload(self, version: ServableVersion) -> None:
+            version.unload_scheduled = False
+            wanted_gone = (
+                self._closed
+                or version.version
+                in next_actions(entry.aspired.keys(), self._held_all(entry), entry.pinned).unload
+            )
+            started = wanted_gone and version.begin_unload()
+            if not started:
+                self._unloads_pending -= 1
+                self._reconcile(version.model, entry)
+                return
         try:
-            version.unload(self._drain_timeout)
+            version.finish_unload(self._drain_timeout)
         except Exception:
             log.exception("unload failed model=%s version=%d", version.model, version.version)
-        self.memory_guard.release(f"{version.model}/{version.version}")
+        self.memory_guard.release(version)
         with self._lock:
             self._unloads_pending -= 1
             self._memory_epoch += 1
             # Memory was freed: any model may now fit a version refused earlier.
-            for name, entry in list(self._models.items()):
-                self._reconcile(name, entry)
+            for name, other in list(self._models.items()):
+                self._reconcile(name, other)
             self._settled.notify_all()
 
     # -- routes --------------------------------------------------------------------------------------
@@ -243,6 +306,8 @@ class ModelManager:
                 raise FailedPrecondition("; ".join(errors))
             for entry, routes in planned:
                 entry.routes = routes
+                entry.pinned = frozenset(v for versions in routes.targets().values() for v in versions)
+            self._reconcile_all()  # versions only a previous route kept loaded may go now
             return errors
 
     def routes(self, model: str) -> Routes:
@@ -277,7 +342,7 @@ class ModelManager:
             if label is not None:
                 labelled = routes.labels.get(label)
                 if labelled is None:
-                    raise NotFound(f"Unrecognized servable version label: {label}")
+                    raise InvalidArgument(f"Unrecognized servable version label: {label}")  # TF Serving: 400
                 version = labelled
         if version is None:
             for candidate in entry.newest_first:
@@ -314,7 +379,7 @@ class ModelManager:
             if label is not None:
                 numbers = entry.routes.versions_of(label)
                 if numbers is None:
-                    raise NotFound(f"Unrecognized servable version label: {label}")
+                    raise InvalidArgument(f"Unrecognized servable version label: {label}")  # TF Serving: 400
             if numbers is None:
                 return [v.status() for v in entry.newest_first]
             found = []
@@ -347,10 +412,12 @@ class ModelManager:
         """Block until every model was announced and no version is loading or unloading."""
 
         def settled() -> bool:
+            if self._closed:
+                return True
             return self._unloads_pending == 0 and all(
                 entry.announced
                 and all(v.state not in _BUSY for v in entry.versions.values())
-                and next_actions(entry.aspired.keys(), self._held_all(entry)) == Actions()
+                and next_actions(entry.aspired.keys(), self._held_all(entry), entry.pinned) == Actions()
                 for entry in self._models.values()
             )
 
@@ -361,14 +428,17 @@ class ModelManager:
         """Unload every version (waiting for in-flight requests) and stop the loader threads."""
         with self._lock:
             self._closed = True
-            versions = [v for entry in self._models.values() for v in entry.versions.values()]
-        for version in versions:
+            self._settled.notify_all()  # waiters (a reload in flight) return now
+            versions = [(entry, v) for entry in self._models.values() for v in entry.versions.values()]
+        for _, version in versions:
             version.cancel()
         self._loaders.shutdown(wait=True)
         with self._lock:
-            for version in versions:
-                if version.state is VersionState.AVAILABLE:
-                    self._submit_unload(version)
+            for entry, version in versions:
+                if version.state is VersionState.AVAILABLE and not version.unload_scheduled:
+                    version.unload_scheduled = True
+                    self._unloads_pending += 1
+                    self._unloaders.submit(self._run_unload, entry, version)
         self._unloaders.shutdown(wait=True)
 
 

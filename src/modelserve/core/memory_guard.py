@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 
 import psutil
@@ -86,67 +87,80 @@ def files_bytes(path: Path) -> int:
 
 
 class MemoryGuard:
-    """Thread-safe accounting of the host memory each model version holds or is about to hold."""
+    """Thread-safe accounting of the host memory each model version holds or is about to hold.
+
+    Entries are keyed by a token the caller owns (one per load attempt), so a late release of an old
+    attempt never erases the reservation of a newer one with the same name.
+    """
 
     def __init__(self, budget_bytes: int | None, *, check_available: bool = True) -> None:
         self.budget_bytes = budget_bytes
         self._check_available = check_available
-        self._held: dict[str, int] = {}
+        self._held: dict[object, tuple[str, int]] = {}
+        self._pending: set[object] = set()  # reserved, not yet allocated: invisible in "available"
         self._lock = threading.Lock()
 
     @property
     def used_bytes(self) -> int:
         with self._lock:
-            return sum(self._held.values())
+            return sum(size for _, size in self._held.values())
 
     def held(self) -> dict[str, int]:
         with self._lock:
-            return dict(self._held)
+            return dict(self._held.values())
 
-    def reserve(self, key: str, estimate: int) -> None:
-        """Reserve ``estimate`` bytes for ``key`` or raise ResourceExhausted saying why not."""
+    def reserve(self, token: object, name: str, estimate: int) -> None:
+        """Reserve ``estimate`` bytes for ``name`` or raise ResourceExhausted saying why not."""
         with self._lock:
-            others = {k: v for k, v in self._held.items() if k != key}
-            used = sum(others.values())
+            others = {t: held for t, held in self._held.items() if t is not token}
+            used = sum(size for _, size in others.values())
             if self.budget_bytes is not None and used + estimate > self.budget_bytes:
                 raise ResourceExhausted(
-                    f"loading {key} needs about {format_bytes(estimate)} but only "
+                    f"loading {name} needs about {format_bytes(estimate)} but only "
                     f"{format_bytes(max(0, self.budget_bytes - used))} of the memory budget of "
-                    f"{format_bytes(self.budget_bytes)} is free ({_holders(others)}); raise "
+                    f"{format_bytes(self.budget_bytes)} is free ({_holders(others.values())}); raise "
                     f"--memory_budget, or unload a version first"
                 )
             if self._check_available:
-                # Memory other processes use counts too.
+                # Memory other processes use counts too, and so do loads admitted but not done yet.
+                pending = sum(others[t][1] for t in self._pending if t in others)
                 available = psutil.virtual_memory().available
-                if estimate > available:
-                    raise ResourceExhausted(
-                        f"loading {key} needs about {format_bytes(estimate)} but the host has only "
-                        f"{format_bytes(available)} available"
+                if estimate + pending > available:
+                    loading = (
+                        f" ({format_bytes(pending)} of it promised to loads in progress)" if pending else ""
                     )
-            self._held[key] = estimate
+                    raise ResourceExhausted(
+                        f"loading {name} needs about {format_bytes(estimate)} but the host has only "
+                        f"{format_bytes(available)} available{loading}"
+                    )
+            self._held[token] = (name, estimate)
+            self._pending.add(token)
 
-    def settle(self, key: str, measured: int) -> None:
-        """Replace ``key``'s estimate by the measured figure; raise if that breaks the budget."""
+    def settle(self, token: object, measured: int) -> None:
+        """Replace the estimate by the measured figure; raise (and release) if that breaks the budget."""
         with self._lock:
-            self._held[key] = measured
-            used = sum(self._held.values())
+            self._pending.discard(token)
+            name, _ = self._held[token]
+            self._held[token] = (name, measured)
+            used = sum(size for _, size in self._held.values())
             if self.budget_bytes is not None and used > self.budget_bytes:
-                del self._held[key]
+                del self._held[token]
                 raise ResourceExhausted(
-                    f"{key} measured {format_bytes(measured)} after loading, which puts model memory at "
+                    f"{name} measured {format_bytes(measured)} after loading, which puts model memory at "
                     f"{format_bytes(used)}, over the memory budget of {format_bytes(self.budget_bytes)}; "
                     f"raise --memory_budget"
                 )
 
-    def release(self, key: str) -> None:
+    def release(self, token: object) -> None:
         with self._lock:
-            self._held.pop(key, None)
+            self._held.pop(token, None)
+            self._pending.discard(token)
 
 
-def _holders(held: dict[str, int]) -> str:
-    if not held:
+def _holders(held: Iterable[tuple[str, int]]) -> str:
+    ranked = sorted(held, key=lambda item: -item[1])
+    if not ranked:
         return "nothing else is loaded"
-    ranked = sorted(held.items(), key=lambda item: -item[1])
     shown = ", ".join(f"{key} {format_bytes(size)}" for key, size in ranked[:5])
     more = f" and {len(ranked) - 5} more" if len(ranked) > 5 else ""
     return f"in use: {shown}{more}"

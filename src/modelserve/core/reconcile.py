@@ -9,6 +9,8 @@ Kept apart from the manager's threads and locks so every case is a row in a tabl
 - a held version that is no longer aspired is unloaded once some aspired version is AVAILABLE — so a
   model never goes dark while its replacement loads or after the replacement failed — or at once when
   nothing at all is aspired (the model was removed, or its versions were deleted from disk);
+- except a *pinned* version: one a label or traffic split routes to stays loaded until the route moves,
+  so a config reload that changes the policy before its labels never strands a label;
 - a held version that is no longer aspired and has not started loading is cancelled.
 """
 
@@ -36,7 +38,7 @@ class Actions:
     unload: tuple[int, ...] = ()
 
 
-def next_actions(aspired: Collection[int], held: Mapping[int, Held]) -> Actions:
+def next_actions(aspired: Collection[int], held: Mapping[int, Held], pinned: Collection[int] = ()) -> Actions:
     """The actions to take now; applying them and asking again converges (see the module docstring)."""
     load = tuple(
         sorted(
@@ -49,7 +51,7 @@ def next_actions(aspired: Collection[int], held: Mapping[int, Held]) -> Actions:
     cancel: list[int] = []
     unload: list[int] = []
     for version, current in sorted(held.items()):
-        if version in aspired:
+        if version in aspired or (version in pinned and current.state is not VersionState.START):
             continue
         if current.state is VersionState.START:
             cancel.append(version)

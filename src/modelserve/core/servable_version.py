@@ -34,6 +34,10 @@ class ServableVersion:
         self.memory_bytes = 0
         # The manager's memory epoch when this load started (see ModelManager._held).
         self.refused_epoch = 0
+        # Load attempts of this version number so far (timed retries stop at --max_num_load_retries).
+        self.attempt = 1
+        self.failed_at = 0.0  # time.monotonic() of a failed load
+        self.unload_scheduled = False  # guarded by the manager's lock
         self._state = VersionState.START
         self._error: ServingError | None = None
         self._servable: Servable | None = None
@@ -118,6 +122,7 @@ class ServableVersion:
         )
         with self._cond:
             self._error = error
+            self.failed_at = time.monotonic()
             self._transition(VersionState.END)
 
     def cancel(self) -> None:
@@ -128,10 +133,20 @@ class ServableVersion:
 
     def unload(self, drain_timeout: float | None = None) -> None:
         """Stop new requests, wait for in-flight ones (up to ``drain_timeout``), then free the servable."""
+        if self.begin_unload():
+            self.finish_unload(drain_timeout)
+
+    def begin_unload(self) -> bool:
+        """AVAILABLE → UNLOADING: no new request gets this version. False if it was not AVAILABLE."""
         with self._cond:
             if self._state is not VersionState.AVAILABLE:
-                return
+                return False
             self._transition(VersionState.UNLOADING)
+            return True
+
+    def finish_unload(self, drain_timeout: float | None = None) -> None:
+        """After ``begin_unload``: wait for in-flight requests (up to ``drain_timeout``), free, END."""
+        with self._cond:
             self._cond.wait_for(lambda: self._refs == 0, timeout=drain_timeout)
             servable, self._servable = self._servable, None
         log.info("unloading model=%s version=%d", self.model, self.version)

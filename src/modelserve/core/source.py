@@ -36,13 +36,16 @@ class AspiredVersionsCallback(Protocol):
     def __call__(self, model: str, versions: Sequence[AspiredVersion]) -> None: ...
 
 
-def list_versions(base_path: Path) -> dict[int, Path]:
-    """Integer-named subdirectories of ``base_path`` (TF Serving's layout); other entries are ignored."""
+def list_versions(base_path: Path) -> dict[int, Path] | None:
+    """Integer-named subdirectories of ``base_path`` (TF Serving's layout); other entries are ignored.
+
+    None when the base path cannot be read (missing, permissions, a storage blip): not the same as empty.
+    """
     versions: dict[int, Path] = {}
     try:
         children = list(base_path.iterdir())
     except OSError:
-        return versions
+        return None
     for child in children:
         name = child.name
         if name.isdigit() and child.is_dir():
@@ -52,16 +55,18 @@ def list_versions(base_path: Path) -> dict[int, Path]:
 
 @dataclass(frozen=True, slots=True)
 class DirectoryState:
-    """A look at a version directory: a digest of every entry's path, size and mtime, and the newest mtime."""
+    """A look at a version directory: a digest of every entry's stat, and whether it was moved in."""
 
     fingerprint: str
-    newest_mtime: float
+    # The directory's ctime is later than every mtime under it: it was renamed (or its attributes were
+    # set, as cp -p, rsync -a and tar do last) after everything in it had been written.
+    moved_in: bool
 
 
 def look_at(path: Path) -> DirectoryState:
     """Stat every file and directory under ``path`` (no file is read)."""
-    entries: list[tuple[str, int, int]] = []
-    newest = 0.0
+    entries: list[tuple[str, int, int, int, int, int]] = []
+    newest_mtime = 0
     for root, dirs, files in os.walk(path):
         dirs.sort()
         for name in (".", *sorted(files)):
@@ -70,21 +75,31 @@ def look_at(path: Path) -> DirectoryState:
                 stat = os.stat(full)
             except OSError:
                 continue  # removed while we looked: the next look differs
-            entries.append((os.path.relpath(full, path), stat.st_size, stat.st_mtime_ns))
-            newest = max(newest, stat.st_mtime)
+            relative = os.path.relpath(full, path)
+            entries.append((relative, stat.st_size, stat.st_mtime_ns, stat.st_mode, stat.st_uid, stat.st_gid))
+            newest_mtime = max(newest_mtime, stat.st_mtime_ns)
+    try:
+        moved_in = os.stat(path).st_ctime_ns > newest_mtime
+    except OSError:
+        moved_in = False
     digest = hashlib.blake2b(repr(entries).encode(), digest_size=12).hexdigest()
-    return DirectoryState(fingerprint=digest, newest_mtime=newest)
+    return DirectoryState(fingerprint=digest, moved_in=moved_in)
 
 
 class FileSystemSource:
     """Polls each model's ``base_path`` for version directories and applies the model's version policy.
 
-    Completeness rule: a version directory that appears while the server runs is only offered for loading
-    once it is quiet, i.e. nothing under it (files or directories) was modified for ``settle_seconds``
-    and its listing did not change since the previous look. A copy in progress keeps touching mtimes, so
-    it is never loaded half-way; the source looks again ``settle_seconds`` later instead of waiting a
-    whole poll. Directories present at the first scan are taken as they are, like TF Serving does. The
-    robust way to publish a version remains writing it under a non-integer name and renaming it.
+    Completeness rule, for a version directory that appears while the server runs:
+
+    - moved in: if the directory's ctime is later than every mtime under it, it was renamed into place
+      (TF Serving's recommended way to publish) or finished by a tool that sets attributes last (cp -p,
+      rsync -a, tar): it is offered at first sight;
+    - otherwise it is offered once quiet: its listing (paths, sizes, mtimes, modes) stayed the same for
+      ``settle_seconds``, measured on our own clock (so files with future mtimes cannot stall it). The
+      source looks again after ``settle_seconds`` instead of waiting a whole poll.
+
+    Directories present at the first scan are taken as they are, like TF Serving does. An unreadable base
+    path announces nothing (the loaded versions keep serving) instead of "no versions".
 
     ``poll_wait_seconds <= 0`` scans once (at ``start``) and never again, like TF Serving's
     ``--file_system_poll_wait_seconds=0``.
@@ -105,12 +120,14 @@ class FileSystemSource:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._warned_empty: set[str] = set()
+        self._warned_unreadable: set[str] = set()
         self._scanned_once = False
-        # (model, version) -> the look that found it not yet quiet.
-        self._unsettled: dict[tuple[str, int], DirectoryState] = {}
+        # (model, version) -> (fingerprint, monotonic time since when it has not changed), until quiet.
+        self._unsettled: dict[tuple[str, int], tuple[str, float]] = {}
         # (model, version) -> the fingerprint of its last quiet look (the version is complete).
         self._settled: dict[tuple[str, int], str] = {}
         self._recheck_at: float | None = None
+        self._polled = threading.Condition(self._lock)
 
     def update_models(self, models: Sequence[ModelConfig]) -> None:
         """Replace the monitored models; models no longer listed are announced with no versions."""
@@ -130,6 +147,15 @@ class FileSystemSource:
             self._recheck_at = None
             for model in models:
                 on_disk = list_versions(Path(model.base_path))
+                if on_disk is None:
+                    # Keep serving what is loaded: an unreadable base path is not "every version deleted".
+                    if model.name not in self._warned_unreadable:
+                        self._warned_unreadable.add(model.name)
+                        log.error("cannot read base path %s of model=%s", model.base_path, model.name)
+                    if first_scan:
+                        self._callback(model.name, [])
+                    continue
+                self._warned_unreadable.discard(model.name)
                 complete: dict[int, tuple[Path, str]] = {}
                 for version, path in on_disk.items():
                     fingerprint = self._settled_fingerprint(model.name, version, look_at(path), first_scan)
@@ -149,6 +175,14 @@ class FileSystemSource:
                 chosen = model.version_policy.select(set(complete))
                 aspired = [AspiredVersion(v, *complete[v]) for v in chosen]
                 self._callback(model.name, aspired)
+            self._polled.notify_all()
+
+    def wait_until_complete(self, timeout: float) -> bool:
+        """Block until no version directory of the monitored models is still being written."""
+        if self._thread is None:
+            return True  # nobody polls again: what is incomplete now stays so
+        with self._polled:
+            return self._polled.wait_for(lambda: not self._unsettled or self._stop.is_set(), timeout=timeout)
 
     def _settled_fingerprint(
         self, model: str, version: int, state: DirectoryState, first_scan: bool
@@ -170,18 +204,21 @@ class FileSystemSource:
     def _is_quiet(
         self, key: tuple[str, int], state: DirectoryState, first_scan: bool, *, announce: bool
     ) -> bool:
-        previous = self._unsettled.get(key)
         if first_scan or self._settle <= 0 or self._poll_wait <= 0:
             return True
-        quiet = time.time() - state.newest_mtime >= self._settle
-        if quiet and previous is not None and previous.fingerprint == state.fingerprint:
-            return True
-        if quiet and previous is None and announce:
-            return True  # first look at a new directory whose files are all old: a rename into place
-        if previous is None:
-            log.info("model=%s version=%d is being written; waiting until it is quiet", *key)
-        self._unsettled[key] = state
-        recheck = time.monotonic() + self._settle
+        if announce and state.moved_in:
+            return True  # renamed into place (or finished by cp -p / rsync -a / tar) after it was written
+        now = time.monotonic()
+        previous = self._unsettled.get(key)
+        if previous is not None and previous[0] == state.fingerprint:
+            if now - previous[1] >= self._settle:
+                return True
+        else:
+            if previous is None:
+                log.info("model=%s version=%d is being written; waiting until it is quiet", *key)
+            self._unsettled[key] = (state.fingerprint, now)  # unchanged since ``now``
+        since = self._unsettled[key][1]
+        recheck = since + self._settle
         self._recheck_at = recheck if self._recheck_at is None else min(self._recheck_at, recheck)
         return False
 
@@ -206,5 +243,7 @@ class FileSystemSource:
 
     def stop(self) -> None:
         self._stop.set()
+        with self._polled:
+            self._polled.notify_all()
         if self._thread is not None:
             self._thread.join(timeout=5)

@@ -110,7 +110,7 @@ class V2Handler:
     def _ready(self, spec: ModelSpec) -> V2Reply:
         try:
             self.service.handle(spec).close()
-        except NotFound:
+        except (NotFound, InvalidArgument):  # no such model, version or label
             return _NOT_READY
         return _EMPTY
 
