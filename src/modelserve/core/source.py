@@ -58,8 +58,8 @@ class DirectoryState:
     """A look at a version directory: a digest of every entry's stat, and whether it was moved in."""
 
     fingerprint: str
-    # The directory's ctime is later than every mtime under it: it was renamed (or its attributes were
-    # set, as cp -p, rsync -a and tar do last) after everything in it had been written.
+    # The directory's ctime moved after its own mtime and after every mtime under it: it was renamed (or
+    # its attributes were set, as cp -p, rsync -a and tar do last) after everything in it was written.
     moved_in: bool
 
 
@@ -79,9 +79,14 @@ def look_at(path: Path) -> DirectoryState:
             entries.append((relative, stat.st_size, stat.st_mtime_ns, stat.st_mode, stat.st_uid, stat.st_gid))
             newest_mtime = max(newest_mtime, stat.st_mtime_ns)
     try:
-        moved_in = os.stat(path).st_ctime_ns > newest_mtime
+        root = os.stat(path)
     except OSError:
         moved_in = False
+    else:
+        # Adding or removing an entry sets a directory's mtime and ctime together, so a directory being
+        # filled has ctime == mtime; only an attribute change (a rename into place, cp -p's last step)
+        # moves its ctime alone. Ties with file mtimes are allowed: timestamps tick coarsely.
+        moved_in = root.st_ctime_ns > root.st_mtime_ns and root.st_ctime_ns >= newest_mtime
     digest = hashlib.blake2b(repr(entries).encode(), digest_size=12).hexdigest()
     return DirectoryState(fingerprint=digest, moved_in=moved_in)
 
