@@ -310,6 +310,11 @@ class ModelManager:
             self._reconcile_all()  # versions only a previous route kept loaded may go now
             return errors
 
+    def has_splits(self, model: str) -> bool:
+        """Whether ``model`` has a traffic split (front-ends read routing keys only then)."""
+        entry = self._models.get(model)
+        return entry is not None and bool(entry.routes.splits)
+
     def routes(self, model: str) -> Routes:
         entry = self._models.get(model)
         if entry is None:

@@ -79,14 +79,14 @@ def look_at(path: Path) -> DirectoryState:
             entries.append((relative, stat.st_size, stat.st_mtime_ns, stat.st_mode, stat.st_uid, stat.st_gid))
             newest_mtime = max(newest_mtime, stat.st_mtime_ns)
     try:
-        root = os.stat(path)
+        top = os.stat(path)
     except OSError:
         moved_in = False
     else:
         # Adding or removing an entry sets a directory's mtime and ctime together, so a directory being
         # filled has ctime == mtime; only an attribute change (a rename into place, cp -p's last step)
         # moves its ctime alone. Ties with file mtimes are allowed: timestamps tick coarsely.
-        moved_in = root.st_ctime_ns > root.st_mtime_ns and root.st_ctime_ns >= newest_mtime
+        moved_in = top.st_ctime_ns > top.st_mtime_ns and top.st_ctime_ns >= newest_mtime
     digest = hashlib.blake2b(repr(entries).encode(), digest_size=12).hexdigest()
     return DirectoryState(fingerprint=digest, moved_in=moved_in)
 

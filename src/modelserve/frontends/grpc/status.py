@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import grpc  # type: ignore[import-untyped]
 
 from modelserve.core.inference import ModelSpec
+from modelserve.core.manager import ModelManager
 from modelserve.errors import Code, ServingError
 
 log = logging.getLogger("modelserve.grpc")
@@ -58,8 +59,10 @@ def at_edge(method: Method[Servicer]) -> Method[Servicer]:
 ROUTING_KEY = "x-routing-key"  # request metadata that makes an A/B split sticky (as the REST header)
 
 
-def with_routing_key(spec: ModelSpec, context: Any) -> ModelSpec:
-    """``spec`` with the call's ``x-routing-key`` metadata, when the client sent one."""
+def with_routing_key(spec: ModelSpec, context: Any, manager: ModelManager) -> ModelSpec:
+    """``spec`` with the call's ``x-routing-key`` metadata, when the client sent one and it matters."""
+    if not manager.has_splits(spec.name):
+        return spec  # reading the call's metadata costs more than the lookup above
     for key, value in context.invocation_metadata() or ():
         if key == ROUTING_KEY:
             return replace(spec, routing_key=value if isinstance(value, str) else value.decode("latin-1"))

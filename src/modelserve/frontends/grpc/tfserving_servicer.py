@@ -78,7 +78,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         output_filter: Sequence[str] = (),
     ) -> tuple[dict[str, np.ndarray], Served]:
         """Resolve, validate and run one request; the handle is released on every path."""
-        handle = self.service.handle(with_routing_key(spec, context))
+        handle = self.service.handle(with_routing_key(spec, context, self.service.manager))
         deferred = False
         try:
             signature = handle.signature(signature_name)

@@ -85,7 +85,9 @@ class V2Servicer(pb_grpc.GRPCInferenceServiceServicer):
             yield pb.ModelStreamInferResponse(infer_response=response)
 
     async def _infer(self, message: Any, context: Any) -> Any:
-        spec = with_routing_key(v2_model_spec(message.model_name, message.model_version), context)
+        spec = with_routing_key(
+            v2_model_spec(message.model_name, message.model_version), context, self.service.manager
+        )
         request = v2_proto.parse_infer_request(message)
         handle = self.service.handle(spec)
         try:
