@@ -195,3 +195,14 @@ def test_a_directory_renamed_into_place_is_offered_on_first_sight(tmp_path: Path
     staging.rename(tmp_path / "2")
     source.poll_once()
     assert recorder.last() == [2]
+
+
+def test_a_version_written_longer_than_the_settle_time_ago_is_offered_at_first_sight(tmp_path: Path) -> None:
+    write_version(tmp_path, 1)
+    recorder = Recorder()
+    source = source_for(tmp_path, recorder)
+    source.poll_once()
+    write_version(tmp_path, 2)  # finished writing...
+    time.sleep(SETTLE + 0.05)  # ...a settle period before the source first looks
+    source.poll_once()
+    assert recorder.last() == [2]

@@ -55,18 +55,22 @@ def list_versions(base_path: Path) -> dict[int, Path] | None:
 
 @dataclass(frozen=True, slots=True)
 class DirectoryState:
-    """A look at a version directory: a digest of every entry's stat, and whether it was moved in."""
+    """A look at a version directory: a digest of every entry's stat, and when it last changed."""
 
     fingerprint: str
     # The directory's ctime moved after its own mtime and after every mtime under it: it was renamed (or
     # its attributes were set, as cp -p, rsync -a and tar do last) after everything in it was written.
     moved_in: bool
+    # The latest ctime or mtime of anything under it (wall-clock seconds): writes, new entries, and the
+    # utime/chmod calls of copies that preserve old mtimes all move it.
+    last_change: float
 
 
 def look_at(path: Path) -> DirectoryState:
     """Stat every file and directory under ``path`` (no file is read)."""
     entries: list[tuple[str, int, int, int, int, int]] = []
     newest_mtime = 0
+    last_change = 0
     for root, dirs, files in os.walk(path):
         dirs.sort()
         for name in (".", *sorted(files)):
@@ -78,6 +82,7 @@ def look_at(path: Path) -> DirectoryState:
             relative = os.path.relpath(full, path)
             entries.append((relative, stat.st_size, stat.st_mtime_ns, stat.st_mode, stat.st_uid, stat.st_gid))
             newest_mtime = max(newest_mtime, stat.st_mtime_ns)
+            last_change = max(last_change, stat.st_mtime_ns, stat.st_ctime_ns)
     try:
         top = os.stat(path)
     except OSError:
@@ -88,7 +93,7 @@ def look_at(path: Path) -> DirectoryState:
         # moves its ctime alone. Ties with file mtimes are allowed: timestamps tick coarsely.
         moved_in = top.st_ctime_ns > top.st_mtime_ns and top.st_ctime_ns >= newest_mtime
     digest = hashlib.blake2b(repr(entries).encode(), digest_size=12).hexdigest()
-    return DirectoryState(fingerprint=digest, moved_in=moved_in)
+    return DirectoryState(fingerprint=digest, moved_in=moved_in, last_change=last_change / 1e9)
 
 
 class FileSystemSource:
@@ -99,9 +104,11 @@ class FileSystemSource:
     - moved in: if the directory's ctime is later than every mtime under it, it was renamed into place
       (TF Serving's recommended way to publish) or finished by a tool that sets attributes last (cp -p,
       rsync -a, tar): it is offered at first sight;
-    - otherwise it is offered once quiet: its listing (paths, sizes, mtimes, modes) stayed the same for
-      ``settle_seconds``, measured on our own clock (so files with future mtimes cannot stall it). The
-      source looks again after ``settle_seconds`` instead of waiting a whole poll.
+    - otherwise it is offered once quiet: nothing under it changed (no mtime or ctime, so copies that
+      preserve old mtimes count too) for ``settle_seconds``, and its listing (paths, sizes, mtimes,
+      modes) is the same as at the previous look. The source looks again when the quiet time will have
+      passed rather than after a whole poll. Timestamps in the future (a skewed clock) are timed on our
+      own clock instead.
 
     Directories present at the first scan are taken as they are, like TF Serving does. An unreadable base
     path announces nothing (the loaded versions keep serving) instead of "no versions".
@@ -127,7 +134,7 @@ class FileSystemSource:
         self._warned_empty: set[str] = set()
         self._warned_unreadable: set[str] = set()
         self._scanned_once = False
-        # (model, version) -> (fingerprint, monotonic time since when it has not changed), until quiet.
+        # (model, version) -> (fingerprint, monotonic time it was first seen so), until quiet.
         self._unsettled: dict[tuple[str, int], tuple[str, float]] = {}
         # (model, version) -> the fingerprint of its last quiet look (the version is complete).
         self._settled: dict[tuple[str, int], str] = {}
@@ -215,15 +222,18 @@ class FileSystemSource:
             return True  # renamed into place (or finished by cp -p / rsync -a / tar) after it was written
         now = time.monotonic()
         previous = self._unsettled.get(key)
-        if previous is not None and previous[0] == state.fingerprint:
-            if now - previous[1] >= self._settle:
-                return True
-        else:
-            if previous is None:
-                log.info("model=%s version=%d is being written; waiting until it is quiet", *key)
-            self._unsettled[key] = (state.fingerprint, now)  # unchanged since ``now``
-        since = self._unsettled[key][1]
-        recheck = since + self._settle
+        unchanged = previous is None or previous[0] == state.fingerprint
+        if previous is None or not unchanged:
+            self._unsettled[key] = (state.fingerprint, now)
+        # Quiet for the settle time since its last change; a timestamp from a clock ahead of ours is
+        # timed on our own clock instead.
+        age = time.time() - state.last_change
+        wait = self._settle - age if age >= 0 else self._unsettled[key][1] + self._settle - now
+        if wait <= 0 and unchanged:
+            return True
+        if previous is None:
+            log.info("model=%s version=%d is being written; waiting until it is quiet", *key)
+        recheck = now + max(wait, 0.01)
         self._recheck_at = recheck if self._recheck_at is None else min(self._recheck_at, recheck)
         return False
 
