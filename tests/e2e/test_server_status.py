@@ -32,6 +32,8 @@ def test_status_shows_versions_memory_routes_and_metrics(
     status = requests.get(f"{server.url}/modelserve/status").json()
     model_bytes = (tiny_repo / "1" / "model.onnx").stat().st_size
     assert status["memory"] == {"budget_bytes": 1024**3, "used_bytes": 2 * model_bytes}
+    assert status["process"]["pid"] == server.process.pid
+    assert status["process"]["rss_bytes"] > 10 * 1024 * 1024 and status["process"]["pss_bytes"] > 0
     (tiny,) = status["models"]
     assert tiny["labels"] == {"stable": 1}
     assert tiny["traffic_splits"] == {"": [{"version": 1, "weight": 3}, {"version": 2, "weight": 1}]}

@@ -1,4 +1,5 @@
-"""``GET /modelserve/status``: every model version with its state, error and memory, and the routes.
+"""``GET /modelserve/status``: every model version with its state, error and memory, the routes, and the
+process's own RSS/PSS.
 
 TF Serving's status API has no room for memory, labels or splits, and clients parse it strictly, so the
 operator's view lives on its own path instead of as extra fields there.
@@ -7,6 +8,8 @@ operator's view lives on its own path instead of as extra fields there.
 from __future__ import annotations
 
 from typing import Any
+
+import psutil
 
 from modelserve.core.manager import ModelManager
 from modelserve.core.routing import DEFAULT_ROUTE
@@ -46,8 +49,19 @@ def server_status(manager: ModelManager) -> dict[str, Any]:
     guard = manager.memory_guard
     return {
         "memory": {"budget_bytes": guard.budget_bytes, "used_bytes": sum(s.memory_bytes for s in statuses)},
+        "process": process_memory(),
         "models": [models[name] for name in sorted(models)],
     }
+
+
+def process_memory(pid: int | None = None) -> dict[str, int | None]:
+    """RSS and PSS of a process (PSS: its fair share of pages shared with others; Linux only, else None)."""
+    process = psutil.Process(pid)
+    try:
+        full = process.memory_full_info()
+    except (psutil.AccessDenied, AttributeError):
+        return {"pid": process.pid, "rss_bytes": int(process.memory_info().rss), "pss_bytes": None}
+    return {"pid": process.pid, "rss_bytes": int(full.rss), "pss_bytes": int(getattr(full, "pss", 0)) or None}
 
 
 def _weights(cumulative: tuple[int, ...]) -> list[int]:
