@@ -41,6 +41,7 @@ HOST = "127.0.0.1"
 READY_TIMEOUT_S = 30.0
 STOP_WAIT_S = 10.0
 _CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*(\d+)", re.IGNORECASE)
+_CLOSE = re.compile(rb"\r\nconnection:\s*close\r\n", re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +103,9 @@ async def _http_client(port: int, wire: bytes, window: _Window, connection: Any)
             if found:
                 await reader.readexactly(int(found.group(1)))
             window.record(start, time.perf_counter(), head[9:10] == b"2")
+            if _CLOSE.search(head):  # e.g. Gunicorn's sync workers: one request per connection
+                writer.close()
+                reader, writer = await asyncio.open_connection(HOST, port)
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             window.record(start, time.perf_counter(), False)
             writer.close()

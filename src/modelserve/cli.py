@@ -96,6 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="send every printed request once, print the answers, and exit (for CI and smoke tests)",
     )
+    from modelserve.gateway.command import add_gateway_parser
+    from modelserve.stack.command import add_stack_parser
+
+    add_gateway_parser(commands)
+    add_stack_parser(commands)
     return parser
 
 
@@ -129,6 +134,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 grpc_port=args.port,
                 exit_after_check=args.exit_after_check,
             )
+        if command == "gateway":
+            from modelserve.gateway.command import run_gateway
+
+            return run_gateway(parser.parse_args(argv))
+        if command == "stack":
+            from modelserve.stack.command import run_stack
+
+            return run_stack(parser.parse_args(argv))
     except ServingError as exc:
         print(f"modelserve: error: {exc.message}", file=sys.stderr)
         return 2

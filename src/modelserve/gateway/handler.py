@@ -32,6 +32,7 @@ A handler module::
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import sys
@@ -174,13 +175,20 @@ def _import(spec: str) -> ModuleType:
     if spec.endswith(".py") or path.is_file():
         if not path.is_file():
             raise ValueError(f"handler file {spec} does not exist")
-        name = f"modelserve_handler_{path.stem}"
-        loader_spec = importlib.util.spec_from_file_location(name, path)
+        resolved = path.resolve()
+        # One module per file: two handlers both called handler.py must not replace each other.
+        digest = hashlib.blake2b(str(resolved).encode(), digest_size=4).hexdigest()
+        name = f"modelserve_handler_{path.stem}_{digest}"
+        loader_spec = importlib.util.spec_from_file_location(name, resolved)
         if loader_spec is None or loader_spec.loader is None:
             raise ValueError(f"cannot import handler file {spec}")
         module = importlib.util.module_from_spec(loader_spec)
         sys.modules[name] = module  # pickling, dataclasses and relative lookups need it registered
-        sys.path.insert(0, str(path.parent.resolve()))  # the handler may import its neighbours
+        folder = str(resolved.parent)
+        if folder not in sys.path:
+            # Appended, not prepended: the handler may import its neighbours, but a neighbour never
+            # shadows an installed package.
+            sys.path.append(folder)
         loader_spec.loader.exec_module(module)
         return module
     try:
