@@ -44,6 +44,7 @@ from modelserve.core.servable import RuntimeSettings, Servable
 from modelserve.core.source import FileSystemSource
 from modelserve.core.version_state import VersionState
 from modelserve.errors import Code, FailedPrecondition, InvalidArgument, ServingError
+from modelserve.files import write_atomically
 from modelserve.frontends.rest.handler import RestHandler, RestSettings
 from modelserve.frontends.rest.http_server import HttpServer
 from modelserve.metrics import ServerMetrics
@@ -427,12 +428,8 @@ class ModelServer:
     def _write_ready_file(self, ports: BoundPorts) -> None:
         if not self.options.ready_file:
             return
-        target = Path(self.options.ready_file)
-        temporary = target.with_name(target.name + ".tmp")
-        temporary.write_text(
-            json.dumps({"rest_port": ports.rest_port, "grpc_port": ports.grpc_port, "pid": os.getpid()})
-        )
-        temporary.replace(target)  # atomic: readers never see a half-written file
+        state = {"rest_port": ports.rest_port, "grpc_port": ports.grpc_port, "pid": os.getpid()}
+        write_atomically(self.options.ready_file, json.dumps(state))  # readers never see half a file
 
     async def shutdown(self) -> None:
         log.info("shutting down: draining in-flight requests")

@@ -12,8 +12,10 @@ from modelserve.gateway.http_errors import STATUS_BY_CODE, http_status
 from modelserve.gateway.upstream import backoff, is_connection_error, memory_document, readiness
 
 
-def failure(code: Code, http: int | None = None, cause: BaseException | None = None) -> ModelServerError:
-    error = ModelServerError(code, "message", http)
+def failure(
+    code: Code, http: int | None = None, cause: BaseException | None = None, message: str = "message"
+) -> ModelServerError:
+    error = ModelServerError(code, message, http)
     error.__cause__ = cause
     return error
 
@@ -22,7 +24,17 @@ def failure(code: Code, http: int | None = None, cause: BaseException | None = N
     ("error", "retried"),
     [
         (failure(Code.UNAVAILABLE, cause=httpx.ConnectError("refused")), True),  # REST: nothing was sent
-        (failure(Code.UNAVAILABLE), True),  # gRPC: could not be delivered
+        # gRPC: never connected (grpcio's wording) vs a stream cut after sending, or the server's own answer.
+        (
+            failure(
+                Code.UNAVAILABLE,
+                message="failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:1: "
+                "Failed to connect to remote host: Connection refused",
+            ),
+            True,
+        ),
+        (failure(Code.UNAVAILABLE, message="Stream removed (Socket closed)"), False),
+        (failure(Code.UNAVAILABLE, message="the batcher of m/1 is shutting down"), False),
         (failure(Code.UNAVAILABLE, cause=httpx.RemoteProtocolError("reset")), False),  # may have run
         (failure(Code.UNAVAILABLE, http=503), False),  # the server answered
         (failure(Code.DEADLINE_EXCEEDED, cause=httpx.ReadTimeout("slow")), False),
@@ -71,6 +83,7 @@ def test_memory_document() -> None:
         (Code.DEADLINE_EXCEEDED, None, 504),
         (Code.INTERNAL, 500, 502),
         (Code.UNKNOWN, None, 502),
+        (Code.UNKNOWN, 422, 422),  # a 4xx without a gRPC code (e.g. FastAPI's validation error) stays
         (Code.UNIMPLEMENTED, 501, 502),
         (Code.UNAUTHENTICATED, 401, 502),  # the gateway's credentials, not the caller's
         (Code.PERMISSION_DENIED, 403, 502),

@@ -144,6 +144,11 @@ def test_nginx_front_door_concurrent_requests_and_graceful_stop_with_a_request_i
     assert [a.status_code for a in answers] == [200] * len(rows)
     np.testing.assert_allclose([a.json()["y"] for a in answers], expected, rtol=1e-6)
     assert {a.json()["argmax"] for a in answers} == {int(i) for i in expected.argmax(axis=1)}
+    # A body over nginx's 1 MiB in-memory buffer goes through its temp folder, which its workers (another
+    # user when the stack runs as root) must be able to reach.
+    large = httpx.post(f"{run.url}/predict", json={"x": rows[0], "padding": "a" * (2 << 20)}, timeout=30)
+    assert large.status_code == 200, large.text
+    np.testing.assert_allclose(large.json()["y"], expected[0], rtol=1e-6)
 
     # A request is in the worker (its marker exists) when the stack gets SIGTERM: it still completes.
     marker = tmp_path / "in-flight"

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from modelserve.gateway.handler import load_handler
@@ -140,7 +142,9 @@ def run_gateway(args: argparse.Namespace) -> int:
     try:
         options = options_from_args(args)
         _check_installed(options.worker_class)
+        before = set(sys.modules)
         handler = load_handler(options.handler)
+        _forget_user_modules(set(sys.modules) - before, options.handler)
     except Exception as error:  # the handler's own import errors included: report them in one line
         print(f"modelserve gateway: error: {_describe(error)}", file=sys.stderr)
         return 2
@@ -155,6 +159,24 @@ def run_gateway(args: argparse.Namespace) -> int:
     except SystemExit as stop:  # Gunicorn ends the master and every worker with sys.exit
         return stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
     return 0
+
+
+def _forget_user_modules(imported: set[str], spec: str) -> None:
+    """Drop the handler and its own modules that the master's check imported, so that each worker imports
+    them itself after the fork: their module-level threads, clients and locks are then the worker's.
+
+    Only the user's code is dropped (the handler's folder, or its top-level package): libraries it pulled
+    in (numpy, tokenizers, ...) stay, as C extensions cannot be imported twice in one process.
+    """
+    path = Path(spec)
+    folder = str(path.resolve().parent) + os.sep if spec.endswith(".py") or path.is_file() else None
+    package = spec.split(".")[0]
+    for name in imported:
+        module = sys.modules.get(name)
+        file = getattr(module, "__file__", None) or ""
+        mine = file.startswith(folder) if folder else name == package or name.startswith(package + ".")
+        if mine or name.startswith("modelserve_handler_"):
+            del sys.modules[name]
 
 
 def _check_installed(worker_class: str) -> None:

@@ -29,6 +29,7 @@ from typing import Any
 import psutil
 from gunicorn.app.base import BaseApplication  # type: ignore[import-untyped]
 
+from modelserve.files import write_atomically
 from modelserve.gateway.handler import load_handler
 from modelserve.gateway.options import WORKER_CLASSES, GatewayOptions
 
@@ -133,9 +134,7 @@ class GatewayApplication(BaseApplication):
         if len(booted & live) < self.options.workers or target.exists():
             return
         document = {"url": listener_url(worker.sockets[0].getsockname()), "pid": worker.ppid}
-        temporary = target.with_name(f"{target.name}.{os.getpid()}.tmp")
-        temporary.write_text(json.dumps(document))
-        temporary.replace(target)  # atomic: readers never see a half-written file
+        write_atomically(target, json.dumps(document))
 
 
 def listener_url(address: Any) -> str:

@@ -45,4 +45,10 @@ def http_status(error: ModelServerError) -> int:
     """The gateway's status for a failed model-server call."""
     if error.http_status is not None and error.http_status in _KEPT_HTTP:
         return error.http_status
-    return STATUS_BY_CODE.get(error.code, BAD_GATEWAY)
+    status = STATUS_BY_CODE.get(error.code)
+    if status is not None:
+        return status
+    # A 4xx the client could not name (a V2 server's 422, say) is still the caller's fault: keep it a 4xx.
+    if error.code is Code.UNKNOWN and error.http_status is not None and 400 <= error.http_status < 500:
+        return error.http_status
+    return BAD_GATEWAY

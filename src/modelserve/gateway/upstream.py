@@ -9,8 +9,9 @@ A predict is sent again, at most ``retries`` times with a short backoff, only wh
 model server:
 
 - REST: the connection could not be opened (``httpx.ConnectError``: refused, unreachable); nothing was sent.
-- gRPC: UNAVAILABLE, gRPC's code for a call that could not be delivered (the model server also uses it for
-  a model that is not loaded yet). A predict has no side effects, so a repeat is safe.
+- gRPC: UNAVAILABLE because the channel could not connect. gRPC also says UNAVAILABLE for a stream cut
+  after the request was sent and the model server for its own "shutting down": those may have run the
+  model, so they are final.
 
 A timeout, or any answer from the model server, is final. Readiness probes and the memory fetch are never
 retried: a probe must answer quickly, and the caller asks again.
@@ -51,6 +52,9 @@ def client_options(options: GatewayOptions) -> dict[str, Any]:
     }
 
 
+_GRPC_NOT_CONNECTED = ("failed to connect to all addresses", "connection refused", "dns resolution failed")
+
+
 def is_connection_error(error: ModelServerError) -> bool:
     """Whether the failed call never reached the model server (see the module doc)."""
     if error.code != Code.UNAVAILABLE:
@@ -58,7 +62,11 @@ def is_connection_error(error: ModelServerError) -> bool:
     if error.http_status is not None:  # the model server answered (503)
         return False
     cause = error.__cause__
-    return cause is None or isinstance(cause, httpx.ConnectError)  # gRPC errors carry no cause
+    if cause is not None:
+        return isinstance(cause, httpx.ConnectError)  # REST: the connection was never opened
+    # gRPC says UNAVAILABLE for a connection never made, but also for a stream cut after the request was
+    # sent and for the server's own "shutting down": only the first is safe to send again.
+    return any(marker in error.message.lower() for marker in _GRPC_NOT_CONNECTED)
 
 
 def backoff(attempt: int) -> float:

@@ -22,7 +22,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -173,15 +172,17 @@ class Supervisor:
 
     def __init__(self) -> None:
         self.children: list[ChildProcess] = []
-        self._stop = threading.Event()
+        # A plain flag, not a threading.Event: setting an Event takes a lock, and a signal handler that runs
+        # while the main thread holds that lock (inside Event.wait) would deadlock.
+        self._stop = False
 
     def request_stop(self) -> None:
-        """Ask ``wait_until`` and ``watch`` to return early (from a signal handler)."""
-        self._stop.set()
+        """Ask ``wait_until`` and ``watch`` to return early (safe from a signal handler: no lock)."""
+        self._stop = True
 
     @property
     def stop_requested(self) -> bool:
-        return self._stop.is_set()
+        return self._stop
 
     def start(self, child: ChildProcess, env: Mapping[str, str] | None = None) -> ChildProcess:
         child.start(env)
@@ -199,7 +200,7 @@ class Supervisor:
         """
         deadline = time.monotonic() + timeout
         while True:
-            if self._stop.is_set():
+            if self._stop:
                 raise StopRequested
             exited = self.first_exited()
             if exited is not None:
@@ -209,15 +210,15 @@ class Supervisor:
                 return result
             if time.monotonic() > deadline:
                 raise StartupTimeout(f"{what}: not ready after {timeout:g}s")
-            self._stop.wait(_POLL_SECONDS)
+            time.sleep(_POLL_SECONDS)  # a signal interrupts the sleep; the flag is checked right after
 
     def watch(self, interval: float = 0.2) -> ChildProcess | None:
         """Block until a stop is requested (returns None) or a child exits (returns it)."""
-        while not self._stop.is_set():
+        while not self._stop:
             exited = self.first_exited()
             if exited is not None:
                 return exited
-            self._stop.wait(interval)
+            time.sleep(interval)
         return None
 
     def stop_all(self, on_stop: Callable[[ChildProcess], None] | None = None) -> None:

@@ -26,6 +26,7 @@ from typing import Any
 
 import psutil
 
+from modelserve.files import write_atomically
 from modelserve.stack import probes
 from modelserve.stack.nginx import (
     NginxBuild,
@@ -85,6 +86,9 @@ class Stack:
         self.reporter = reporter
         self.supervisor = Supervisor()
         self.runtime_dir = Path(tempfile.mkdtemp(prefix="modelserve-stack-run-"))
+        # Traversable by nginx's workers, which run as another user when the stack runs as root (they buffer
+        # large bodies under it); listing stays private.
+        self.runtime_dir.chmod(0o711)
         self.log_dir = Path(options.log_dir or tempfile.mkdtemp(prefix="modelserve-stack-logs-")).resolve()
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.endpoints = Endpoints(log_dir=str(self.log_dir))
@@ -186,9 +190,12 @@ class Stack:
                 rest,
             ]
         ready = self.runtime_dir / "gateway.ready.json"
+        # Behind nginx the gateway listens on loopback only: clients cannot bypass nginx's buffering and
+        # limits to reach the workers directly.
+        gateway_host = "127.0.0.1" if options.nginx else options.host
         argv = [
             sys.executable, "-m", "modelserve.gateway", options.handler,
-            "--bind", f"{url_host(options.host)}:{options.port}",
+            "--bind", f"{url_host(gateway_host)}:{options.port}",
             "--workers", str(options.workers), "--worker-class", options.worker_class,
             "--threads", str(options.threads),
             *upstream, "--protocol", options.protocol, "--max-body-bytes", str(options.max_body_bytes),
@@ -259,10 +266,7 @@ class Stack:
             if role in self._roles:
                 self.endpoints.pids[key] = _children(self._roles[role])
         state = {"url": self.endpoints.url, "pid": os.getpid(), **asdict(self.endpoints)}
-        target = Path(self.options.ready_file)
-        temporary = target.with_name(target.name + ".tmp")
-        temporary.write_text(json.dumps(state, indent=1))
-        temporary.replace(target)  # atomic: readers never see a half-written file
+        write_atomically(self.options.ready_file, json.dumps(state, indent=1))
 
     # -- shutdown
 
