@@ -285,3 +285,72 @@ def test_sigterm_during_startup_stops_what_was_started(
     assert run.stop() == 0, run.output()
     assert wait_until_gone(children) == []
     assert "stopping model server (SIGTERM)" in run.output()
+
+
+BIG_HANDLER = """
+import numpy as np
+
+from modelserve.gateway import Request
+
+MODEL = "big"
+
+
+def preprocess(request: Request) -> dict[str, np.ndarray]:
+    return {"x": np.asarray([request.json()["x"]], np.float32)}
+
+
+def postprocess(request: Request, outputs: dict[str, np.ndarray]) -> object:
+    return {"sum": float(outputs["y"].sum())}
+"""
+
+
+def write_big_model(base: Path, width: int = 4096, layers: int = 3) -> int:
+    """An MLP with ``layers`` width x width fp32 weights (192 MiB by default); returns its file size."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    nodes, weights, previous = [], [], "x"
+    for index in range(layers):
+        weight = (rng.standard_normal((width, width)) / width).astype(np.float32)
+        weights.append(numpy_helper.from_array(weight, f"w{index}"))
+        output = "y" if index == layers - 1 else f"h{index}"
+        nodes.append(helper.make_node("MatMul", [previous, f"w{index}"], [output]))
+        previous = output
+    graph = helper.make_graph(
+        nodes,
+        "big",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, width])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, width])],
+        weights,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    (base / "1").mkdir(parents=True)
+    path = base / "1" / "model.onnx"
+    onnx.save(model, str(path))
+    return path.stat().st_size
+
+
+def test_gateway_workers_carry_no_model(runs: list[StackRun], tmp_path: Path) -> None:
+    """The memory the issue is about: the model's bytes live in the model server only."""
+    model_bytes = write_big_model(tmp_path / "big")
+    handler = tmp_path / "big_handler.py"
+    handler.write_text(BIG_HANDLER)
+    run = start_stack(
+        runs,
+        tmp_path,
+        handler,
+        None,
+        f"--model_base_path={tmp_path / 'big'}",
+        "--model_name=big",
+        "--workers=3",
+    )
+    answer = httpx.post(f"{run.url}/predict", json={"x": [0.5] * 4096}, timeout=30)
+    assert answer.status_code == 200, answer.text
+    stats = httpx.get(f"{run.url}/stats", timeout=30).json()
+    workers = stats["gateway"]["workers"]
+    assert len(workers) == 3
+    for worker in workers:
+        assert worker["pss_bytes"] < model_bytes / 4, (worker, model_bytes)
+    assert stats["model_server"]["process"]["pss_bytes"] > model_bytes
+    assert run.stop() == 0, run.output()
