@@ -107,6 +107,8 @@ async def read_request(scope: Scope, receive: Receive, max_body_bytes: int) -> R
             break
     if over:
         return too_large(max_body_bytes, drained=complete)
+    if not complete:  # the client went away mid-body: never run the handler on half a request
+        return error_reply(400, "the client disconnected before sending the whole body")
     query = scope.get("query_string", b"").decode("utf-8", "replace")
     return Request(
         method=scope["method"].upper(),

@@ -111,8 +111,9 @@ def connect_host(bind_host: str) -> str:
 def render_config(settings: NginxSettings, files: NginxFiles, build: NginxBuild) -> str:
     """The nginx.conf text (docs/stack.md shows an example)."""
     runtime = files.runtime_dir
-    # nginx gives up after the gateway would have answered with its own timeout error.
-    upstream_timeout = math.ceil(settings.timeout_seconds) + 5
+    # nginx must not give up before the gateway does. A gateway request can take up to two model-server
+    # calls (REST metadata, then predict) each retried up to twice, so wait beyond that worst case.
+    upstream_timeout = math.ceil(settings.timeout_seconds) * 6 + 5
     shutdown_timeout = math.ceil(settings.shutdown_timeout_seconds)
     temp_paths = "\n".join(
         f"    {module}_temp_path {runtime / module};"
@@ -154,6 +155,17 @@ http {{
         listen {url_host(settings.listen_host)}:{settings.listen_port};
         client_max_body_size {settings.max_body_bytes};
         client_body_buffer_size 1m;   # typical JSON bodies stay in memory
+        # nginx's own errors in the gateway's format ({{"error": ...}}) rather than HTML pages.
+        error_page 413 = @too_large;
+        error_page 502 503 504 = @gateway_unavailable;
+        location @too_large {{
+            default_type application/json;
+            return 413 '{{"error": "Request body too large: the limit is {settings.max_body_bytes} bytes"}}';
+        }}
+        location @gateway_unavailable {{
+            default_type application/json;
+            return 503 '{{"error": "the gateway is not answering"}}';
+        }}
 
         location / {{
             proxy_pass http://modelserve_gateway;
