@@ -97,10 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="send every printed request once, print the answers, and exit (for CI and smoke tests)",
     )
     from modelserve.gateway.command import add_gateway_parser
+    from modelserve.plan.command import add_plan_parser
     from modelserve.stack.command import add_stack_parser
 
     add_gateway_parser(commands)
     add_stack_parser(commands)
+    add_plan_parser(commands)
     return parser
 
 
@@ -142,6 +144,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from modelserve.stack.command import run_stack
 
             return run_stack(parser.parse_args(argv))
+        if command == "plan":
+            from modelserve.plan.command import run_plan
+
+            return run_plan(parser.parse_args(argv))
     except ServingError as exc:
         print(f"modelserve: error: {exc.message}", file=sys.stderr)
         return 2

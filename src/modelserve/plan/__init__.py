@@ -1,0 +1,1 @@
+"""Capacity planning: turn measured throughput into instances and dollars for a target traffic."""
