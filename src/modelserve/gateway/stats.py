@@ -14,16 +14,7 @@ from typing import Any
 
 import psutil
 
-
-def process_memory(pid: int) -> dict[str, int | None]:
-    """``{"pid", "rss_bytes", "pss_bytes"}`` of one process (PSS None where the OS does not report it)."""
-    process = psutil.Process(pid)
-    try:
-        full = process.memory_full_info()
-    except (psutil.AccessDenied, AttributeError):
-        return {"pid": pid, "rss_bytes": int(process.memory_info().rss), "pss_bytes": None}
-    pss = getattr(full, "pss", None)
-    return {"pid": pid, "rss_bytes": int(full.rss), "pss_bytes": None if pss is None else int(pss)}
+from modelserve.process_memory import process_memory
 
 
 def gateway_memory(master_pid: int, worker_class: str) -> dict[str, Any]:

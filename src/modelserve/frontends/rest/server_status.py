@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import psutil
-
 from modelserve.core.manager import ModelManager
 from modelserve.core.routing import DEFAULT_ROUTE
 from modelserve.errors import NotFound
+from modelserve.process_memory import process_memory
 
 
 def server_status(manager: ModelManager) -> dict[str, Any]:
@@ -52,16 +51,6 @@ def server_status(manager: ModelManager) -> dict[str, Any]:
         "process": process_memory(),
         "models": [models[name] for name in sorted(models)],
     }
-
-
-def process_memory(pid: int | None = None) -> dict[str, int | None]:
-    """RSS and PSS of a process (PSS: its fair share of pages shared with others; Linux only, else None)."""
-    process = psutil.Process(pid)
-    try:
-        full = process.memory_full_info()
-    except (psutil.AccessDenied, AttributeError):
-        return {"pid": process.pid, "rss_bytes": int(process.memory_info().rss), "pss_bytes": None}
-    return {"pid": process.pid, "rss_bytes": int(full.rss), "pss_bytes": int(getattr(full, "pss", 0)) or None}
 
 
 def _weights(cumulative: tuple[int, ...]) -> list[int]:
