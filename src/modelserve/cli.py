@@ -36,10 +36,11 @@ _HELP: dict[str, str] = {
     "grpc_host": "address the gRPC server binds (ours)",
     "rest_api_timeout_in_ms": "deadline of one REST request",
     "model_name": "name of the single model served with --model_base_path",
-    "model_base_path": "directory holding <version>/ subdirectories of one model",
+    "model_base_path": "directory or URL (s3://..., any fsspec URL) holding <version>/ folders of one model",
     "model_config_file": "ModelServerConfig in text protobuf format (several models)",
     "model_config_file_poll_wait_seconds": "re-read --model_config_file this often; 0 reads it once",
     "file_system_poll_wait_seconds": "look for new model versions this often; 0 looks once",
+    "storage_cache_dir": "where versions of s3:// (fsspec URL) base paths are downloaded (ours)",
     "enable_batching": "batch requests on the server",
     "batching_parameters_file": "BatchingParameters in text protobuf format",
     "monitoring_config_file": "MonitoringConfig in text protobuf format (Prometheus)",
@@ -47,6 +48,9 @@ _HELP: dict[str, str] = {
     "inline_inference_threshold_us": "model calls measured below this run on the event loop (ours)",
     "ready_file": "write {'rest_port','grpc_port','pid'} as JSON here once ready (ours)",
     "log_level": "debug, info, warning or error (ours)",
+    "log_format": "text or json: one JSON object per log line (ours)",
+    "access_log": "log one line per REST request: method, path, status, duration, bytes (ours)",
+    "drain_timeout_seconds": "on SIGTERM, seconds the requests in flight may take to finish (ours)",
     "ephemeral_ports": "bind OS-assigned ports instead of the given ones; see --ready_file (ours)",
 }
 
@@ -96,13 +100,17 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="send every printed request once, print the answers, and exit (for CI and smoke tests)",
     )
+    from modelserve.bench.command import add_bench_parser
     from modelserve.gateway.command import add_gateway_parser
     from modelserve.plan.command import add_plan_parser
     from modelserve.stack.command import add_stack_parser
+    from modelserve.tune.command import add_tune_parser
 
     add_gateway_parser(commands)
     add_stack_parser(commands)
     add_plan_parser(commands)
+    add_tune_parser(commands)
+    add_bench_parser(commands)
     return parser
 
 
@@ -148,6 +156,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             from modelserve.plan.command import run_plan
 
             return run_plan(parser.parse_args(argv))
+        if command == "tune":
+            from modelserve.tune.command import run_tune
+
+            return run_tune(parser.parse_args(argv))
+        if command == "bench":
+            from modelserve.bench.command import run_bench
+
+            return run_bench(parser.parse_args(argv))
     except ServingError as exc:
         print(f"modelserve: error: {exc.message}", file=sys.stderr)
         return 2

@@ -3,16 +3,30 @@
 One ``ServerMetrics`` per server owns its own registry (never the process-global one, so tests and
 embedded servers do not collide). Components report through small observers the core defines
 (``batching.batcher.BatchObserver``), so the core never imports prometheus_client.
+
+Requests are counted by `RequestMetrics`, on the hot path of every front-end: an observation is a dict
+lookup and two integer additions, no lock (front-ends call it on the event loop only), and every exported
+family (ours and TF Serving's names) is computed from those counts at scrape time. TF Serving's families
+keep its exact series names (``:tensorflow:serving:request_count``...); its counters are exported untyped,
+as prometheus_client would otherwise append ``_total`` to a counter's name. See docs/operations.md.
 """
 
 from __future__ import annotations
 
 import contextlib
+import threading
+from bisect import bisect_left
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+    UnknownMetricFamily,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 if TYPE_CHECKING:
@@ -22,6 +36,21 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 _BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
 _SECONDS_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+# TF Serving's request latency buckets (util/prometheus_exporter: Exponential(10 µs, 1.8)), up to ~24 min.
+_LATENCY_BOUNDS_US = tuple(10.0 * 1.8**i for i in range(32))
+_LATENCY_BOUNDS_S = tuple(bound / 1e6 for bound in _LATENCY_BOUNDS_US)
+# TF Serving's batching queue delay buckets (batching_session.cc: Exponential(100 µs, 1.2)), up to ~1 s.
+_QUEUING_BOUNDS_US = tuple(100.0 * 1.2**i for i in range(51))
+_MAX_REQUEST_SERIES = 10_000  # past this many label sets, new ones are counted under model="(other)"
+
+# The canonical code of a REST reply's HTTP status, for TF Serving's ``status`` label (the inverse of
+# errors.HTTP_STATUS; where several codes share a status, the usual one).
+_CODE_OF_HTTP = {
+    "200": "OK", "400": "INVALID_ARGUMENT", "401": "UNAUTHENTICATED", "403": "PERMISSION_DENIED",
+    "404": "NOT_FOUND", "409": "ABORTED", "413": "RESOURCE_EXHAUSTED", "429": "RESOURCE_EXHAUSTED",
+    "499": "CANCELLED", "500": "INTERNAL", "501": "UNIMPLEMENTED", "503": "UNAVAILABLE",
+    "504": "DEADLINE_EXCEEDED",
+}  # fmt: skip
 
 
 class ServerMetrics:
@@ -70,6 +99,10 @@ class ServerMetrics:
             labels,
             registry=self.registry,
         )
+        self.requests = RequestMetrics()
+        self.loads = LoadMetrics()
+        self.registry.register(self.requests)
+        self.registry.register(self.loads)
 
     def watch_versions(self, statuses: Callable[[], list[VersionStatus]], budget_bytes: int | None) -> None:
         """Export every version's state and memory, read from the manager at scrape time."""
@@ -93,6 +126,7 @@ class VersionBatchMetrics:
         self._delay = metrics.queue_delay.labels(*self._labels)
         self._run = metrics.batch_run.labels(*self._labels)
         self._rejected = metrics.rejected.labels(*self._labels)
+        self._tf = metrics.loads.batching(model)
 
     def batch_ran(
         self, rows: int, padded_rows: int, run_seconds: float, queue_delays: Sequence[float]
@@ -102,6 +136,7 @@ class VersionBatchMetrics:
         self._run.observe(run_seconds)
         for delay in queue_delays:
             self._delay.observe(delay)
+        self._tf.batch_ran(rows, padded_rows, queue_delays)
 
     def task_rejected(self) -> None:
         self._rejected.inc()
@@ -158,3 +193,223 @@ class _VersionCollector:
             budget = GaugeMetricFamily("modelserve_memory_budget_bytes", "--memory_budget, in bytes.")
             budget.add_metric([], self._budget)
             yield budget
+
+
+class _Series:
+    """Counts of one request label set: a histogram of latencies, non-cumulative, last bucket +Inf."""
+
+    __slots__ = ("buckets", "seconds")
+
+    def __init__(self) -> None:
+        self.buckets = [0] * (len(_LATENCY_BOUNDS_S) + 1)
+        self.seconds = 0.0
+
+
+class RequestMetrics:
+    """Every request a front-end answered, by model, version, API, protocol and status code.
+
+    ``api`` is TF Serving's name of the call (Predict, Classify, Regress, MultiInference; V2's ModelInfer),
+    ``protocol`` ``rest`` or ``grpc``, ``code`` the protocol's own status (HTTP status, gRPC code name).
+    Not thread-safe by design: ``observe`` and the in-flight counts are touched on the event loop only,
+    where scrapes are rendered too.
+    """
+
+    def __init__(self) -> None:
+        self._series: dict[tuple[str, str, str, str, str], _Series] = {}
+        self.in_flight: dict[str, int] = {"rest": 0, "grpc": 0}
+
+    def observe(self, model: str, version: str, api: str, protocol: str, code: str, seconds: float) -> None:
+        key = (model, version, api, protocol, code)
+        series = self._series.get(key)
+        if series is None:
+            series = self._add(key)
+        series.buckets[bisect_left(_LATENCY_BOUNDS_S, seconds)] += 1
+        series.seconds += seconds
+
+    def _add(self, key: tuple[str, str, str, str, str]) -> _Series:
+        if len(self._series) >= _MAX_REQUEST_SERIES:  # unknown model names must not grow memory forever
+            key = ("(other)", "", *key[2:])
+            found = self._series.get(key)
+            if found is not None:
+                return found
+        series = self._series[key] = _Series()
+        return series
+
+    def collect(self) -> Iterator[Metric]:
+        """Our families and TF Serving's, aggregated from the same counts."""
+        items = list(self._series.items())
+        requests = CounterMetricFamily(
+            "modelserve_requests",
+            "Requests answered, by model, version, API, protocol and status (HTTP status or gRPC code).",
+            labels=("model", "version", "api", "protocol", "code"),
+        )
+        latency: dict[tuple[str, ...], list[float]] = {}
+        tf_count: dict[tuple[str, ...], int] = {}
+        tf_latency: dict[tuple[str, ...], list[float]] = {}
+        for (model, version, api, protocol, code), series in items:
+            count = sum(series.buckets)
+            requests.add_metric([model, version, api, protocol, code], count)
+            _merge(latency, (model, version, api, protocol), series)
+            status = code if protocol == "grpc" else _CODE_OF_HTTP.get(code, "UNKNOWN")
+            tf_count[(model, status)] = tf_count.get((model, status), 0) + count
+            _merge(tf_latency, (model, api, protocol.upper()), series)
+        yield requests
+        seconds = HistogramMetricFamily(
+            "modelserve_request_duration_seconds",
+            "Time from a request's last byte to its reply, by model, version, API and protocol.",
+            labels=("model", "version", "api", "protocol"),
+        )
+        for labels, merged in latency.items():
+            seconds.add_metric(list(labels), _cumulative(merged, _LATENCY_BOUNDS_S), merged[-1])
+        yield seconds
+        in_flight = GaugeMetricFamily(
+            "modelserve_requests_in_flight",
+            "Requests received and not answered yet (waiting for a model call or a batch).",
+            labels=("protocol",),
+        )
+        for protocol, value in self.in_flight.items():
+            in_flight.add_metric([protocol], value)
+        yield in_flight
+        tf_requests = UnknownMetricFamily(
+            ":tensorflow:serving:request_count",
+            "The total number of requests (TF Serving's counter, exported untyped to keep its name).",
+            labels=("model_name", "status"),
+        )
+        for (model, status), count in tf_count.items():
+            tf_requests.add_metric([model, status], count)
+        yield tf_requests
+        tf_seconds = HistogramMetricFamily(
+            ":tensorflow:serving:request_latency",
+            "Distribution of wall time (in microseconds) for Tensorflow Serving request.",
+            labels=("model_name", "API", "entrypoint"),
+        )
+        for labels, merged in tf_latency.items():
+            tf_seconds.add_metric(list(labels), _cumulative(merged, _LATENCY_BOUNDS_US), merged[-1] * 1e6)
+        yield tf_seconds
+
+
+def _merge(into: dict[tuple[str, ...], list[float]], labels: tuple[str, ...], series: _Series) -> None:
+    """Add a series' buckets (and, last, its sum of seconds) to the aggregate of ``labels``."""
+    merged = into.get(labels)
+    if merged is None:
+        merged = into[labels] = [0.0] * (len(series.buckets) + 1)
+    for i, count in enumerate(series.buckets):
+        merged[i] += count
+    merged[-1] += series.seconds
+
+
+def _cumulative(merged: list[float], bounds: Sequence[float]) -> list[tuple[str, float]]:
+    buckets, running = [], 0.0
+    for bound, count in zip((*(f"{b:.6g}" for b in bounds), "+Inf"), merged[:-1], strict=True):
+        running += count
+        buckets.append((bound, running))
+    return buckets
+
+
+class _BatchingSeries:
+    """TF Serving's batching histograms of one model: queue delay (µs) and batch sizes."""
+
+    def __init__(self, lock: threading.Lock) -> None:
+        self._lock = lock
+        self.queuing = [0] * (len(_QUEUING_BOUNDS_US) + 1)
+        self.queuing_us = 0.0
+        self.input_sizes = [0] * (len(_BATCH_SIZE_BUCKETS) + 1)
+        self.input_rows = 0
+        self.processed_sizes = [0] * (len(_BATCH_SIZE_BUCKETS) + 1)
+        self.processed_rows = 0
+
+    def batch_ran(self, rows: int, padded_rows: int, queue_delays: Sequence[float]) -> None:
+        with self._lock:  # batch threads of several versions report at once
+            self.input_sizes[bisect_left(_BATCH_SIZE_BUCKETS, rows)] += 1
+            self.input_rows += rows
+            self.processed_sizes[bisect_left(_BATCH_SIZE_BUCKETS, padded_rows)] += 1
+            self.processed_rows += padded_rows
+            for delay in queue_delays:
+                micros = delay * 1e6
+                self.queuing[bisect_left(_QUEUING_BOUNDS_US, micros)] += 1
+                self.queuing_us += micros
+
+
+class LoadMetrics:
+    """Model loads (TF Serving's ``:tensorflow:cc:saved_model:*``, ours per version) and TF Serving's
+    batching families; reported from loader and batch threads, so every update takes a lock."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._load_us: dict[str, float] = {}  # model path -> µs spent in successful loads
+        self._attempts: dict[tuple[str, str], int] = {}  # (model path, success|fail) -> loads
+        self._last: dict[tuple[str, str], float] = {}  # (model, version) -> seconds of its last load
+        self._batching: dict[str, _BatchingSeries] = {}
+
+    def version_loaded(self, model: str, version: int, path: str, seconds: float, ok: bool) -> None:
+        """A load of ``path`` (model version) ended after ``seconds``; ``ok``: it succeeded."""
+        with self._lock:
+            status = "success" if ok else "fail"
+            self._attempts[(path, status)] = self._attempts.get((path, status), 0) + 1
+            if ok:
+                self._load_us[path] = self._load_us.get(path, 0.0) + seconds * 1e6
+                self._last[(model, str(version))] = seconds
+
+    def batching(self, model: str) -> _BatchingSeries:
+        with self._lock:
+            series = self._batching.get(model)
+            if series is None:
+                series = self._batching[model] = _BatchingSeries(self._lock)
+            return series
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            load_us, attempts, last = dict(self._load_us), dict(self._attempts), dict(self._last)
+            batching = {
+                model: (
+                    list(s.queuing), s.queuing_us, list(s.input_sizes), s.input_rows,
+                    list(s.processed_sizes), s.processed_rows,
+                )
+                for model, s in self._batching.items()
+            }  # fmt: skip
+        latency = UnknownMetricFamily(
+            ":tensorflow:cc:saved_model:load_latency",
+            "Latency in microseconds for SavedModels that were successfully loaded (TF Serving's counter).",
+            labels=("model_path",),
+        )
+        for path, micros in load_us.items():
+            latency.add_metric([path], micros)
+        yield latency
+        tries = UnknownMetricFamily(
+            ":tensorflow:cc:saved_model:load_attempt_count",
+            "The number of times a SavedModel was loaded, by status (TF Serving's counter).",
+            labels=("model_path", "status"),
+        )
+        for (path, status), count in attempts.items():
+            tries.add_metric([path, status], count)
+        yield tries
+        seconds = GaugeMetricFamily(
+            "modelserve_model_load_seconds",
+            "How long the last successful load of each model version took, warm-up included.",
+            labels=("model", "version"),
+        )
+        for (model, version), value in last.items():
+            seconds.add_metric([model, version], value)
+        yield seconds
+        queuing = HistogramMetricFamily(
+            ":tensorflow:serving:batching_session:queuing_latency",
+            "Distribution of wall time spent (in microseconds) in queuing.",
+            labels=("thread_pool_name",),
+        )
+        inputs = HistogramMetricFamily(
+            ":tensorflow:serving:batching_session:input_batch_size",
+            "Rows per batch before padding (TF Serving's percentile sampler, as a histogram).",
+            labels=("model_name",),
+        )
+        processed = HistogramMetricFamily(
+            ":tensorflow:serving:batching_session:processed_batch_size",
+            "Rows per batch after padding (TF Serving's percentile sampler, as a histogram).",
+            labels=("model_name",),
+        )
+        for model, (queue, queue_us, sizes, rows, padded, padded_rows) in batching.items():
+            queuing.add_metric([model], _cumulative([*queue, queue_us], _QUEUING_BOUNDS_US), queue_us)
+            inputs.add_metric([model], _cumulative([*sizes, rows], _BATCH_SIZE_BUCKETS), rows)
+            processed.add_metric(
+                [model], _cumulative([*padded, padded_rows], _BATCH_SIZE_BUCKETS), padded_rows
+            )
+        yield from (queuing, inputs, processed)

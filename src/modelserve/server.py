@@ -5,8 +5,10 @@
 - startup: read the model config, start the source, wait until the initial versions settled (TF Serving
   also loads before it opens its ports), bind the ports, write the ready file;
 - main loop: serve until SIGTERM/SIGINT;
-- shutdown (in this order): stop accepting connections, let in-flight requests finish (bounded by a
-  timeout), stop polling storage, unload every version, exit 0.
+- shutdown (in this order): report not ready (``/readyz`` 503, gRPC health NOT_SERVING), stop accepting
+  connections (those the kernel already queued are still served), let in-flight requests finish within
+  ``--drain_timeout_seconds``, stop polling storage, unload every version, exit 0. A second SIGTERM or
+  SIGINT exits at once.
 """
 
 from __future__ import annotations
@@ -18,11 +20,12 @@ import logging
 import os
 import signal
 import socket
-import sys
+import time
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from modelserve import logs
 from modelserve.batching.options import BatchingOptions
 from modelserve.batching.plan import BatchingPlan
 from modelserve.batching.servable import BatchingServable
@@ -45,16 +48,19 @@ from modelserve.core.source import FileSystemSource
 from modelserve.core.version_state import VersionState
 from modelserve.errors import Code, FailedPrecondition, InvalidArgument, ServingError
 from modelserve.files import write_atomically
+from modelserve.frontends.health import Health
 from modelserve.frontends.rest.handler import RestHandler, RestSettings
 from modelserve.frontends.rest.http_server import HttpServer
 from modelserve.metrics import ServerMetrics
 from modelserve.runtimes import detect_platform, get_runtime
+from modelserve.storage.repository import StorageRepositories, held_by
 from modelserve.warmup import WarmupOptions, warm_up
 
 if TYPE_CHECKING:
     from modelserve.frontends.grpc.server import GrpcServer
 
 log = logging.getLogger("modelserve.server")
+lifecycle = logging.getLogger("modelserve.lifecycle")  # one structured line per lifecycle event
 
 _RELOAD_WAIT_SECONDS = 120.0  # a reload waits this long for copies in progress and loads
 
@@ -155,13 +161,23 @@ def make_loader(
                 f"model.onnx (ONNX); set model_platform in the model config"
             )
         batching_options = batching.options_for(config, path) if batching is not None else None
-        servable = get_runtime(platform).load(path, settings)
+        started = time.perf_counter()
         try:
-            # On the bare servable: warm-up calls stay out of the batcher's queue and statistics.
-            report = warm_up(servable, path, warmup_options)
+            servable = get_runtime(platform).load(path, settings)
+            try:
+                # On the bare servable: warm-up calls stay out of the batcher's queue and statistics.
+                report = warm_up(servable, path, warmup_options)
+            except BaseException:
+                servable.close()
+                raise
         except BaseException:
-            servable.close()
+            if metrics is not None:
+                metrics.loads.version_loaded(
+                    config.name, int(path.name), str(path), _since(started), ok=False
+                )
             raise
+        if metrics is not None:
+            metrics.loads.version_loaded(config.name, int(path.name), str(path), _since(started), ok=True)
         log.info("warm-up model=%s version=%s: %s", config.name, path.name, report.describe())
         if batching_options is None:
             return servable
@@ -172,6 +188,14 @@ def make_loader(
         return BatchingServable(servable, batching_options, f"{config.name}/{path.name}", observer)
 
     return load
+
+
+def _since(started: float) -> float:
+    return time.perf_counter() - started
+
+
+def _milliseconds(started: float) -> float:
+    return round(_since(started) * 1000, 3)
 
 
 def _describe_batching(options: BatchingOptions) -> str:
@@ -248,6 +272,7 @@ class ModelServer:
             load_retry_interval=options.load_retry_interval_micros / 1e6,
         )
         self.metrics.watch_versions(self.manager.all_statuses, budget)
+        self.health = Health(self.manager)
         timeout = options.rest_api_timeout_in_ms / 1000 if options.rest_api_timeout_in_ms else None
         self.service = InferenceService(
             self.manager,
@@ -262,6 +287,10 @@ class ModelServer:
             self.manager.set_aspired_versions,
             poll_wait_seconds=options.file_system_poll_wait_seconds,
             settle_seconds=options.version_settle_seconds,
+            # Base paths that are URLs (s3://...) are listed remotely and loaded from a local cache.
+            open_repository=StorageRepositories(
+                options.storage_cache_dir, held_by(self.manager.all_statuses)
+            ).open,
         )
         self._stop = asyncio.Event()
         self._reloading = asyncio.Lock()
@@ -273,6 +302,10 @@ class ModelServer:
     def request_stop(self) -> None:
         """Ask ``serve`` to shut down gracefully (safe to call from a signal handler on the loop)."""
         self._stop.set()
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop.is_set()
 
     async def serve(self) -> None:
         ports = await self.startup()
@@ -348,8 +381,10 @@ class ModelServer:
                 timeout_seconds=self.service.settings.timeout_seconds,
                 cors=self.options.rest_api_enable_cors_support,
                 metrics_path=self.monitoring.prometheus_path if self.monitoring.prometheus_enabled else None,
+                access_log=self.options.access_log,
             ),
             metrics=self.metrics,
+            health=self.health,
         )
         self._rest = HttpServer(handler)
         await self._rest.start(sock)
@@ -361,7 +396,7 @@ class ModelServer:
         # Imported here: a server with gRPC off never loads grpc.
         from modelserve.frontends.grpc.server import GrpcServer, GrpcSettings
         from modelserve.frontends.grpc.tfserving_servicer import tfserving_registrar
-        from modelserve.frontends.grpc.v2_servicer import add_v2_services
+        from modelserve.frontends.grpc.v2_servicer import v2_registrar
 
         tcp_port: int | None = None
         if self.options.port:
@@ -373,8 +408,10 @@ class ModelServer:
             channel_arguments=self.options.grpc_channel_arguments,
             health_service=self.options.enable_grpc_healthcheck_service,
         )
-        registrars = [tfserving_registrar(self.reload_config), add_v2_services]
-        self._grpc = GrpcServer(self.service, registrars, settings)
+        # Requests are counted only where they can be scraped (--monitoring_config_file).
+        requests = self.metrics.requests if self.monitoring.prometheus_enabled else None
+        registrars = [tfserving_registrar(self.reload_config, requests), v2_registrar(requests, self.health)]
+        self._grpc = GrpcServer(self.service, registrars, settings, self.health)
         return await self._grpc.start()
 
     async def reload_config(self, config: ServingConfig) -> None:
@@ -391,8 +428,25 @@ class ModelServer:
         await asyncio.shield(task)
 
     async def _reload(self, config: ServingConfig) -> None:
+        started = time.perf_counter()
+        models = ",".join(m.name for m in config.models)
+        logs.event(lifecycle, "config_reload_start", models=models)
+        try:
+            await self._apply_config(config)
+        except ServingError as exc:
+            logs.event(
+                lifecycle,
+                "config_reload_failed",
+                logging.ERROR,
+                models=models,
+                error=exc.message,
+                duration_ms=_milliseconds(started),
+            )
+            raise
+        logs.event(lifecycle, "config_reload_done", models=models, duration_ms=_milliseconds(started))
+
+    async def _apply_config(self, config: ServingConfig) -> None:
         async with self._reloading:
-            log.info("reloading model config: %s", ", ".join(m.name for m in config.models) or "no models")
             added = {m.name for m in config.models} - {m.name for m in self.config.models}
             self.config = config
             self.manager.set_models(config.models)
@@ -410,7 +464,6 @@ class ModelServer:
                 raise ServingError(
                     "Some models did not become available: {" + ", ".join(missing) + "}", code=Code.UNKNOWN
                 )
-            log.info("model config reloaded")
 
     def _unavailable_models(self, config: ServingConfig, names: set[str]) -> list[str]:
         """Models among ``names`` with no AVAILABLE version, with the error of their failed loads."""
@@ -432,41 +485,55 @@ class ModelServer:
         write_atomically(self.options.ready_file, json.dumps(state))  # readers never see half a file
 
     async def shutdown(self) -> None:
-        log.info("shutting down: draining in-flight requests")
+        """Not ready → stop accepting → drain (bounded) → stop sources → unload; see the module docstring."""
+        started = time.perf_counter()
+        grace = self.options.drain_timeout_seconds
+        logs.event(lifecycle, "shutdown_start", drain_timeout_s=grace, in_flight=self._in_flight())
+        # 1. Readiness off first: /readyz, /v2/health/ready and gRPC health now say "not ready".
+        self.health.start_draining()
+        if self._grpc is not None:
+            await self._grpc.report_not_serving()
         # No new versions or configs from here on; a reload in flight returns once the manager closes.
         if self._watcher is not None:
             await self._watcher.stop()
         self.source.stop()
-        grace = self.options.rest_api_timeout_in_ms / 1000 or 30.0
-        # Stop accepting on every front-end at once, then drain each within the grace period.
+
+        # 2. Stop accepting on every front-end at once, then drain each within the grace period.
         draining = []
         if self._rest is not None:
             draining.append(self._rest.shutdown(timeout=grace))
         if self._grpc is not None:
             draining.append(self._grpc.stop(grace))
         await asyncio.gather(*draining)
+        logs.event(lifecycle, "shutdown_drained", duration_ms=_milliseconds(started))
+        # 3. Unload every version (each waits for the requests still holding it), stop the threads.
         await asyncio.to_thread(self.manager.close)
         self.service.close()
-        log.info("shutdown complete")
+        logs.event(
+            lifecycle, "shutdown_done", message="shutdown complete", duration_ms=_milliseconds(started)
+        )
+
+    def _in_flight(self) -> int:
+        rest = len(self._rest.tasks) if self._rest is not None else 0
+        return rest + self.metrics.requests.in_flight["grpc"]
 
 
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+def configure_logging(level: str, fmt: str = "text") -> None:
+    logs.configure(level, fmt)
 
 
 def run_server(options: ServerOptions) -> int:
-    """Entry point of ``modelserve serve``: run until SIGTERM/SIGINT, then shut down and return 0."""
-    configure_logging(options.log_level)
+    """Entry point of ``modelserve serve``: run until SIGTERM/SIGINT, then shut down and return 0.
+
+    A second SIGTERM/SIGINT during the shutdown exits at once (status 128 + signal number).
+    """
+    configure_logging(options.log_level, options.log_format)
     server = ModelServer(options)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, server.request_stop)
+            loop.add_signal_handler(sig, _on_stop_signal, server, sig)
         await server.serve()
 
     try:
@@ -476,3 +543,12 @@ def run_server(options: ServerOptions) -> int:
     except ImportError:
         asyncio.run(main())
     return 0
+
+
+def _on_stop_signal(server: ModelServer, sig: signal.Signals) -> None:
+    if server.stop_requested:
+        logs.event(lifecycle, "shutdown_forced", logging.WARNING, signal=sig.name)
+        logging.shutdown()
+        os._exit(128 + sig)
+    logs.event(lifecycle, "stop_signal", signal=sig.name)
+    server.request_stop()

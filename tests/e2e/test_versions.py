@@ -146,7 +146,7 @@ def test_a_corrupt_version_fails_alone_and_loads_once_fixed(start_server: Any, t
         now = statuses(server.url, "m")
         assert now[2] == entry, now
         assert now[1]["state"] == "AVAILABLE", now
-        assert server.log().count("load failed model=m version=2") == 1, server.log()
+        assert server.log().count("version_failed model=m version=2 ") == 1, server.log()
         assert rest_predict(server.url, "m") == (1, 1.0)
         (base / "2" / "model.onnx").write_bytes(add_model_bytes(2))  # fixed in place: retried
         fixed = time.monotonic()

@@ -46,6 +46,7 @@ class ServerOptions:
     platform_config_file: str = ""
     memory_budget: str = ""  # ours: e.g. 8GiB or 80%; empty: only the host's available memory limits loads
     version_settle_seconds: float = 1.0  # ours: a new version directory loads once quiet this long
+    storage_cache_dir: str = ""  # ours: local copies of versions on object storage; empty: ~/.cache
     # -- batching
     enable_batching: bool = False
     batching_parameters_file: str = ""
@@ -66,6 +67,9 @@ class ServerOptions:
     ready_file: str = ""  # ours: JSON with the bound ports, written once the server is ready
     ephemeral_ports: bool = False  # ours: bind OS-assigned ports (tests), reported in --ready_file
     log_level: str = "info"  # ours
+    log_format: str = "text"  # ours: text or json (one JSON object per line)
+    access_log: bool = False  # ours: one log line per REST request
+    drain_timeout_seconds: float = 30.0  # ours: on SIGTERM, how long requests in flight may finish
     extra_flags_ignored: tuple[str, ...] = field(default=())
 
     def __post_init__(self) -> None:
@@ -89,6 +93,10 @@ class ServerOptions:
                 "--num_request_iterations_for_warmup must be >= 1, "
                 f"got {self.num_request_iterations_for_warmup}"
             )
+        if self.log_format not in ("text", "json"):
+            raise InvalidArgument(f"--log_format must be text or json, got {self.log_format!r}")
+        if self.drain_timeout_seconds < 0:
+            raise InvalidArgument(f"--drain_timeout_seconds must be >= 0, got {self.drain_timeout_seconds}")
         if self.rest_api_timeout_in_ms < 0:
             raise InvalidArgument(f"--rest_api_timeout_in_ms must be >= 0, got {self.rest_api_timeout_in_ms}")
 

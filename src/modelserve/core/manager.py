@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from modelserve.config.model_config import ModelConfig
 from modelserve.core.handle import ServableHandle
@@ -38,8 +39,10 @@ from modelserve.core.servable_version import ServableVersion
 from modelserve.core.source import AspiredVersion
 from modelserve.core.version_state import VersionState, VersionStatus
 from modelserve.errors import Code, FailedPrecondition, InvalidArgument, NotFound, ServingError
+from modelserve.logs import event
 
 log = logging.getLogger("modelserve.manager")
+lifecycle = logging.getLogger("modelserve.lifecycle")  # one structured line per version event
 
 LoadFunction = Callable[[ModelConfig, Path], Servable]
 
@@ -195,7 +198,21 @@ class ModelManager:
     def _run_load(self, entry: _Model, version: ServableVersion) -> None:
         with self._lock:
             version.refused_epoch = self._memory_epoch
+        if version.state is VersionState.START:
+            _version_event(
+                "version_loading", version, state="LOADING", path=str(version.path), attempt=version.attempt
+            )
         version.load(lambda path: self._load_within_budget(entry, version, path))
+        if version.state is VersionState.AVAILABLE:
+            _version_event("version_available", version, duration_ms=round(version.load_seconds * 1000, 3))
+        elif version.error is not None:
+            _version_event(
+                "version_failed",
+                version,
+                logging.ERROR,
+                code=version.error.code.name,
+                error=version.error.message,
+            )
         with self._lock:
             if self._closed and version.state is VersionState.AVAILABLE:
                 version.unload_scheduled = True
@@ -263,10 +280,15 @@ class ModelManager:
                 self._unloads_pending -= 1
                 self._reconcile(version.model, entry)
                 return
+        _version_event("version_unloading", version, in_flight=version.in_flight)
+        unload_started = time.perf_counter()
         try:
             version.finish_unload(self._drain_timeout)
         except Exception:
             log.exception("unload failed model=%s version=%d", version.model, version.version)
+        _version_event(
+            "version_unloaded", version, duration_ms=round((time.perf_counter() - unload_started) * 1000, 3)
+        )
         self.memory_guard.release(version)
         with self._lock:
             self._unloads_pending -= 1
@@ -445,6 +467,14 @@ class ModelManager:
                     self._unloads_pending += 1
                     self._unloaders.submit(self._run_unload, entry, version)
         self._unloaders.shutdown(wait=True)
+
+
+def _version_event(
+    name: str, version: ServableVersion, level: int = logging.INFO, state: str | None = None, **fields: Any
+) -> None:
+    """One lifecycle line of ``version``: its model, number and state (``state`` overrides the current)."""
+    state = state or version.state.value
+    event(lifecycle, name, level, model=version.model, version=version.version, state=state, **fields)
 
 
 def _not_found_message(model: str, version: int | None, label: str | None) -> str:

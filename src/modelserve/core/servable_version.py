@@ -7,7 +7,6 @@ unload never cuts a request short.
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Callable
@@ -16,8 +15,6 @@ from pathlib import Path
 from modelserve.core.servable import Servable
 from modelserve.core.version_state import TRANSITIONS, VersionState, VersionStatus
 from modelserve.errors import Code, ServingError
-
-log = logging.getLogger("modelserve.manager")
 
 
 class ServableVersion:
@@ -91,7 +88,6 @@ class ServableVersion:
             if self._state is not VersionState.START:
                 return
             self._transition(VersionState.LOADING)
-        log.info("loading model=%s version=%d path=%s", self.model, self.version, self.path)
         started = time.perf_counter()
         try:
             servable = load_fn(self.path)
@@ -105,21 +101,8 @@ class ServableVersion:
         with self._cond:
             self._servable = servable
             self._transition(VersionState.AVAILABLE)
-        log.info(
-            "available model=%s version=%d load_seconds=%.3f",
-            self.model,
-            self.version,
-            self.load_seconds,
-        )
 
     def _fail(self, error: ServingError) -> None:
-        log.error(
-            "load failed model=%s version=%d error=%s: %s",
-            self.model,
-            self.version,
-            error.code.name,
-            error.message,
-        )
         with self._cond:
             self._error = error
             self.failed_at = time.monotonic()
@@ -149,14 +132,12 @@ class ServableVersion:
         with self._cond:
             self._cond.wait_for(lambda: self._refs == 0, timeout=drain_timeout)
             servable, self._servable = self._servable, None
-        log.info("unloading model=%s version=%d", self.model, self.version)
         try:
             if servable is not None:
                 servable.close()
         finally:
             with self._cond:
                 self._transition(VersionState.END)
-        log.info("unloaded model=%s version=%d", self.model, self.version)
 
     # -- references ----------------------------------------------------------------------------------
 

@@ -2,6 +2,10 @@
 
 A source never loads anything. It calls ``callback(model, versions)`` with the full list of aspired versions
 for a model; a version missing from the list means "unload it" (TF Serving's aspired-versions contract).
+
+Where a model's versions live is a ``VersionRepository``: a local directory (``LocalDirectory``, the
+default) or object storage behind a local cache (``modelserve.storage``). The source applies the same
+completeness rule and version policy to both; the manager always gets a local path.
 """
 
 from __future__ import annotations
@@ -11,12 +15,13 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from modelserve.config.model_config import ModelConfig
+from modelserve.errors import ServingError
 
 log = logging.getLogger("modelserve.source")
 
@@ -36,16 +41,14 @@ class AspiredVersionsCallback(Protocol):
     def __call__(self, model: str, versions: Sequence[AspiredVersion]) -> None: ...
 
 
-def list_versions(base_path: Path) -> dict[int, Path] | None:
+def list_versions(base_path: Path) -> dict[int, Path]:
     """Integer-named subdirectories of ``base_path`` (TF Serving's layout); other entries are ignored.
 
-    None when the base path cannot be read (missing, permissions, a storage blip): not the same as empty.
+    Raises OSError when the base path cannot be read (missing, permissions, a storage blip): not the same
+    as empty.
     """
     versions: dict[int, Path] = {}
-    try:
-        children = list(base_path.iterdir())
-    except OSError:
-        return None
+    children = list(base_path.iterdir())
     for child in children:
         name = child.name
         if name.isdigit() and child.is_dir():
@@ -96,6 +99,63 @@ def look_at(path: Path) -> DirectoryState:
     return DirectoryState(fingerprint=digest, moved_in=moved_in, last_change=last_change / 1e9)
 
 
+class VersionRepository(Protocol):
+    """Where the versions of one model live, as the source sees them; called from the source's thread only.
+
+    Every method raises OSError when storage cannot answer now (missing base path, a network blip): the
+    source then keeps the model's current aspired set and asks again at the next poll.
+    """
+
+    def scan(self) -> dict[int, DirectoryState]:
+        """Every version present (complete or not), with a look at its files."""
+        ...
+
+    def local_path(self, version: int, fingerprint: str) -> Path:
+        """A local directory holding ``version`` as it was when its look had ``fingerprint``."""
+        ...
+
+    def retain(self, versions: Collection[int]) -> bool:
+        """Only ``versions`` are aspired now: local copies of the others may go once no longer loaded.
+
+        True when the repository holds no local copy any more (a retired repository can be dropped).
+        """
+        ...
+
+
+class LocalDirectory:
+    """A base path on a local (or mounted) file system: versions are served in place, nothing is copied."""
+
+    def __init__(self, base_path: Path) -> None:
+        self.base_path = base_path
+        self._paths: dict[int, Path] = {}
+
+    @classmethod
+    def of(cls, model: ModelConfig) -> LocalDirectory:
+        return cls(Path(model.base_path))
+
+    def scan(self) -> dict[int, DirectoryState]:
+        self._paths = list_versions(self.base_path)
+        return {version: look_at(path) for version, path in self._paths.items()}
+
+    def local_path(self, version: int, fingerprint: str) -> Path:
+        return self._paths[version]
+
+    def retain(self, versions: Collection[int]) -> bool:
+        return True  # the files are the user's: never deleted
+
+
+RepositoryOpener = Callable[[ModelConfig], VersionRepository]
+
+
+@dataclass(frozen=True, slots=True)
+class _Opened:
+    """A repository, and the model and base path it was opened for."""
+
+    model: str
+    base_path: str
+    repository: VersionRepository
+
+
 class FileSystemSource:
     """Polls each model's ``base_path`` for version directories and applies the model's version policy.
 
@@ -111,10 +171,14 @@ class FileSystemSource:
       own clock instead.
 
     Directories present at the first scan are taken as they are, like TF Serving does. An unreadable base
-    path announces nothing (the loaded versions keep serving) instead of "no versions".
+    path announces nothing (the loaded versions keep serving) instead of "no versions"; only a model never
+    announced yet gets "no versions", so that startup and config reloads do not wait for it.
 
     ``poll_wait_seconds <= 0`` scans once (at ``start``) and never again, like TF Serving's
     ``--file_system_poll_wait_seconds=0``.
+
+    ``open_repository`` says where a model's versions live (default: its base path is a local directory);
+    a version that cannot be fetched from its repository now keeps the model's aspired set as it was.
     """
 
     def __init__(
@@ -123,8 +187,13 @@ class FileSystemSource:
         callback: AspiredVersionsCallback,
         poll_wait_seconds: float = 1.0,
         settle_seconds: float = 1.0,
+        open_repository: RepositoryOpener = LocalDirectory.of,
     ) -> None:
         self._models = tuple(models)
+        self._open_repository = open_repository
+        self._repositories: dict[str, _Opened] = {}  # by model name
+        # Repositories of removed models or changed base paths, kept until their local copies are gone.
+        self._retired: list[_Opened] = []
         self._callback = callback
         self._poll_wait = poll_wait_seconds
         self._settle = settle_seconds
@@ -133,6 +202,7 @@ class FileSystemSource:
         self._lock = threading.Lock()
         self._warned_empty: set[str] = set()
         self._warned_unreadable: set[str] = set()
+        self._announced: set[str] = set()  # models announced at least once (since added)
         self._scanned_once = False
         # (model, version) -> (fingerprint, monotonic time it was first seen so), until quiet.
         self._unsettled: dict[tuple[str, int], tuple[str, float]] = {}
@@ -146,6 +216,11 @@ class FileSystemSource:
         with self._lock:
             removed = {m.name for m in self._models} - {m.name for m in models}
             self._models = tuple(models)
+            self._announced -= removed
+            for name in removed:
+                opened = self._repositories.pop(name, None)
+                if opened is not None:
+                    self._retired.append(opened)
         for name in removed:
             self._callback(name, [])
         self.poll_once()
@@ -158,21 +233,26 @@ class FileSystemSource:
             self._scanned_once = True
             self._recheck_at = None
             for model in models:
-                on_disk = list_versions(Path(model.base_path))
-                if on_disk is None:
-                    # Keep serving what is loaded: an unreadable base path is not "every version deleted".
-                    if model.name not in self._warned_unreadable:
-                        self._warned_unreadable.add(model.name)
-                        log.error("cannot read base path %s of model=%s", model.base_path, model.name)
+                try:
+                    repository = self._repository(model)
+                except ServingError as exc:  # e.g. no fsspec/s3fs installed for an s3:// base path
                     if first_scan:
-                        self._callback(model.name, [])
+                        raise  # at startup: the server stops with this error
+                    self._report_unreadable(model, f"cannot open base path {model.base_path}", exc)
+                    self._announce_nothing_yet(model.name)
                     continue
-                self._warned_unreadable.discard(model.name)
-                complete: dict[int, tuple[Path, str]] = {}
-                for version, path in on_disk.items():
-                    fingerprint = self._settled_fingerprint(model.name, version, look_at(path), first_scan)
+                try:
+                    on_disk = repository.scan()
+                except OSError as exc:
+                    # Keep serving what is loaded: an unreadable base path is not "every version deleted".
+                    self._report_unreadable(model, f"cannot read base path {model.base_path}", exc)
+                    self._announce_nothing_yet(model.name)
+                    continue
+                complete: dict[int, str] = {}
+                for version, state in on_disk.items():
+                    fingerprint = self._settled_fingerprint(model.name, version, state, first_scan)
                     if fingerprint is not None:
-                        complete[version] = (path, fingerprint)
+                        complete[version] = fingerprint
                 for key in [k for k in self._settled if k[0] == model.name and k[1] not in on_disk]:
                     del self._settled[key]
                 for key in [k for k in self._unsettled if k[0] == model.name and k[1] not in on_disk]:
@@ -185,9 +265,54 @@ class FileSystemSource:
                 elif on_disk:
                     self._warned_empty.discard(model.name)
                 chosen = model.version_policy.select(set(complete))
-                aspired = [AspiredVersion(v, *complete[v]) for v in chosen]
+                try:
+                    aspired = [
+                        AspiredVersion(v, repository.local_path(v, complete[v]), complete[v]) for v in chosen
+                    ]
+                except OSError as exc:
+                    self._report_unreadable(
+                        model, f"cannot fetch versions {sorted(chosen)} from {model.base_path}", exc
+                    )
+                    self._announce_nothing_yet(model.name)
+                    continue
+                if model.name in self._warned_unreadable:
+                    self._warned_unreadable.discard(model.name)
+                    log.info("base path %s of model=%s can be read again", model.base_path, model.name)
                 self._callback(model.name, aspired)
+                self._announced.add(model.name)
+                repository.retain(chosen)
+            self._retired = [retired for retired in self._retired if not retired.repository.retain(())]
             self._polled.notify_all()
+
+    def _repository(self, model: ModelConfig) -> VersionRepository:
+        """The model's repository, opened again when its base path changed (the old one is retired)."""
+        opened = self._repositories.get(model.name)
+        if opened is not None and opened.base_path == model.base_path:
+            return opened.repository
+        if opened is not None:
+            self._retired.append(opened)
+        # A model added back with its old base path gets its old repository back: two repositories must
+        # never manage the same local copies.
+        revived = [r for r in self._retired if (r.model, r.base_path) == (model.name, model.base_path)]
+        if revived:
+            self._retired.remove(revived[0])
+            opened = revived[0]
+        else:
+            opened = _Opened(model.name, model.base_path, self._open_repository(model))
+        self._repositories[model.name] = opened
+        return opened.repository
+
+    def _announce_nothing_yet(self, model: str) -> None:
+        """A model the source never announced gets "no versions", so that nobody waits for it forever."""
+        if model not in self._announced:
+            self._announced.add(model)
+            self._callback(model, [])
+
+    def _report_unreadable(self, model: ModelConfig, what: str, exc: Exception) -> None:
+        """One log line per outage of a model's storage, not one per poll."""
+        if model.name not in self._warned_unreadable:
+            self._warned_unreadable.add(model.name)
+            log.error("%s of model=%s: %s; the loaded versions keep serving", what, model.name, exc)
 
     def wait_until_complete(self, timeout: float) -> bool:
         """Block until no version directory of the monitored models is still being written."""

@@ -8,11 +8,13 @@ closes the upstream connections.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import parse_qsl
 
 from modelserve.gateway.handler import Handler, Request
+from modelserve.gateway.metrics import GatewayMetrics, timed_async
 from modelserve.gateway.options import GatewayOptions
 from modelserve.gateway.pipeline import (
     DRAIN_BYTES,
@@ -37,11 +39,13 @@ class AsgiApp:
         self._options = options
         self._gateway: Gateway | None = None
         self._upstream: AsyncUpstream | None = None
+        self._metrics: GatewayMetrics | None = None
 
     def start(self, handler: Handler) -> None:
         """Bind the worker's loaded handler and make its upstream client (connecting on first use)."""
         self._upstream = AsyncUpstream(self._options)
-        self._gateway = Gateway(handler, self._options.worker_class)
+        self._metrics = GatewayMetrics()
+        self._gateway = Gateway(handler, self._options.worker_class, self._metrics)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -50,7 +54,17 @@ class AsgiApp:
         if scope["type"] != "http":  # websockets: refuse
             await send({"type": "websocket.close", "code": 1003})
             return
-        reply = await self._reply(scope, receive)
+        metrics = self._metrics
+        if metrics is None:
+            reply = await self._reply(scope, receive)
+        else:
+            started = time.perf_counter()
+            metrics.in_flight.inc()
+            try:
+                reply = await self._reply(scope, receive)
+            finally:
+                metrics.in_flight.dec()
+            metrics.request_done(scope["path"], scope["method"], reply.status, time.perf_counter() - started)
         headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in reply.header_list()]
         await send({"type": "http.response.start", "status": reply.status, "headers": headers})
         await send({"type": "http.response.body", "body": reply.body})
@@ -61,7 +75,10 @@ class AsgiApp:
         request = await read_request(scope, receive, self._options.max_body_bytes)
         if isinstance(request, Reply):
             return request
-        return await drive_async(self._gateway.respond(request), self._upstream.execute)
+        execute: Callable[[Any], Awaitable[Any]] = self._upstream.execute
+        if self._metrics is not None:
+            execute = timed_async(execute, self._metrics)
+        return await drive_async(self._gateway.respond(request), execute)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

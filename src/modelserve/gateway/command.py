@@ -16,6 +16,7 @@ from typing import Any
 from modelserve.gateway.handler import load_handler
 from modelserve.gateway.options import (
     INSTALL_HINT,
+    LOG_FORMATS,
     LOG_LEVELS,
     WORKER_CLASSES,
     WORKER_REQUIREMENTS,
@@ -110,6 +111,12 @@ def add_gateway_parser(subparsers: Any) -> argparse.ArgumentParser:
         help=f"seconds a stopping worker may finish its requests (default {d.graceful_timeout:g})",
     )
     parser.add_argument("--log-level", choices=LOG_LEVELS, default=d.log_level)
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default=d.log_format,
+        help="text, or json: one JSON object per log line (default text)",
+    )
     return parser
 
 
@@ -130,6 +137,7 @@ def options_from_args(args: argparse.Namespace) -> GatewayOptions:
         max_body_bytes=args.max_body_bytes,
         graceful_timeout=args.graceful_timeout,
         log_level=args.log_level,
+        log_format=getattr(args, "log_format", "text"),
     )
 
 

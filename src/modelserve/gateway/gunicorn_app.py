@@ -13,6 +13,11 @@ What happens where::
 
 A worker whose handler fails to import or whose ``setup()`` raises never boots, and Gunicorn stops the
 whole gateway (exit status 3) instead of serving without it.
+
+Stopping (SIGTERM on the master): new connections are refused at once and the connections the kernel has
+already queued are left to the workers (``modelserve.draining``, bounded by ``--graceful-timeout``);
+then Gunicorn's own graceful stop runs: listeners closed, workers finish their requests and exit, and
+the master exits 0. Metrics: see `gateway.metrics` (a per-run multiprocess folder, removed on exit).
 """
 
 from __future__ import annotations
@@ -22,14 +27,19 @@ import logging
 import math
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import psutil
 from gunicorn.app.base import BaseApplication  # type: ignore[import-untyped]
+from gunicorn.arbiter import Arbiter  # type: ignore[import-untyped]
 
+from modelserve import logs
+from modelserve.draining import drain_listener
 from modelserve.files import write_atomically
+from modelserve.gateway import metrics
 from modelserve.gateway.handler import load_handler
 from modelserve.gateway.options import WORKER_CLASSES, GatewayOptions
 
@@ -65,7 +75,17 @@ class GatewayApplication(BaseApplication):
         if options.ready_file:
             Path(options.ready_file).unlink(missing_ok=True)  # never report a previous run as ready
             self._booted_dir = Path(tempfile.mkdtemp(prefix="modelserve-gateway-"))
+        # Before any worker exists (and before prometheus_client is imported): see gateway.metrics.
+        self._metrics_dir = metrics.make_multiprocess_dir()
         super().__init__(prog="modelserve gateway")
+
+    def run(self) -> None:
+        """Gunicorn's ``BaseApplication.run`` with an arbiter that drains its listeners before stopping."""
+        try:
+            _DrainingArbiter(self).run()
+        except RuntimeError as error:
+            print(f"\nError: {error}\n", file=sys.stderr)
+            sys.exit(1)
 
     def load_config(self) -> None:
         for name, value in gunicorn_settings(self.options).items():
@@ -73,6 +93,7 @@ class GatewayApplication(BaseApplication):
         self.cfg.set("on_starting", self._on_starting)
         self.cfg.set("post_worker_init", self._post_worker_init)
         self.cfg.set("worker_exit", self._worker_exit)
+        self.cfg.set("child_exit", self._child_exit)
         self.cfg.set("on_exit", self._on_exit)
 
     def load(self) -> Any:
@@ -88,10 +109,10 @@ class GatewayApplication(BaseApplication):
     # -- hooks -------------------------------------------------------------------------------------------
 
     def _on_starting(self, server: Any) -> None:
-        _use_gunicorn_logging(server.log)
+        _use_gunicorn_logging(server.log, self.options.log_format)
 
     def _post_worker_init(self, worker: Any) -> None:
-        _use_gunicorn_logging(worker.log)
+        _use_gunicorn_logging(worker.log, self.options.log_format)
         if self.options.worker_class == "gevent" and self.options.transport == "grpc":
             # gRPC's own threads must yield to gevent's hub; this must precede the first channel.
             from grpc.experimental import gevent as grpc_gevent  # type: ignore[import-untyped]
@@ -114,9 +135,13 @@ class GatewayApplication(BaseApplication):
             except Exception:
                 log.debug("closing the upstream client failed", exc_info=True)
 
+    def _child_exit(self, server: Any, worker: Any) -> None:
+        metrics.worker_exited(worker.pid)
+
     def _on_exit(self, server: Any) -> None:
         if self._booted_dir is not None:
             shutil.rmtree(self._booted_dir, ignore_errors=True)
+        metrics.remove_multiprocess_dir(self._metrics_dir)
 
     # -- readiness ---------------------------------------------------------------------------------------
 
@@ -145,7 +170,22 @@ def listener_url(address: Any) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-def _use_gunicorn_logging(gunicorn_log: Any) -> None:
+class _DrainingArbiter(Arbiter):
+    """Gunicorn's arbiter; a graceful stop first lets the workers accept what the kernel has queued."""
+
+    def stop(self, graceful: bool = True) -> None:
+        if graceful:
+            for listener in self.LISTENERS:
+                sock = getattr(listener, "sock", None)
+                if sock is not None:
+                    drain_listener(sock, self.cfg.graceful_timeout)
+        super().stop(graceful)
+
+
+def _use_gunicorn_logging(gunicorn_log: Any, fmt: str = "text") -> None:
+    if fmt == "json":  # Gunicorn's own lines too: one format per stream
+        for handler in gunicorn_log.error_log.handlers:
+            handler.setFormatter(logs.formatter(fmt))
     # Handler errors (with their tracebacks) go where Gunicorn's error log goes, at its level.
     logger = logging.getLogger("modelserve.gateway")
     logger.handlers = list(gunicorn_log.error_log.handlers)

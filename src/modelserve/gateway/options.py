@@ -26,6 +26,7 @@ WORKER_REQUIREMENTS: dict[str, tuple[str, ...]] = {
 INSTALL_HINT = "pip install 'modelserve[gateway]'"
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+LOG_FORMATS = ("text", "json")
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +47,7 @@ class GatewayOptions:
     max_body_bytes: int = 16 * 1024 * 1024  # larger request bodies get 413
     graceful_timeout: float = 30.0  # seconds a stopping worker may finish its requests
     log_level: str = "info"
+    log_format: str = "text"  # or "json": one JSON object per log line
 
     def __post_init__(self) -> None:
         if self.worker_class not in WORKER_CLASSES:
@@ -62,6 +64,8 @@ class GatewayOptions:
                 raise ValueError(f"{name}={getattr(self, name)!r}: must be positive")
         if self.protocol not in ("tfserving", "v2"):
             raise ValueError(f"protocol={self.protocol!r}: expected 'tfserving' or 'v2'")
+        if self.log_format not in LOG_FORMATS:
+            raise ValueError(f"log_format={self.log_format!r}: expected one of {', '.join(LOG_FORMATS)}")
         if self.log_level.lower() not in LOG_LEVELS:
             raise ValueError(f"log_level={self.log_level!r}: expected one of {', '.join(LOG_LEVELS)}")
         if _scheme(self.model_server) not in ("http", "https", "grpc", "grpcs"):

@@ -10,6 +10,7 @@ the handler calls and the error mapping exist once, as in `modelserve.client.cal
     GET  /healthz          200 {"status": "ok"}: the worker answers
     GET  /readyz           CheckReady(MODEL) -> 200, or 503 {"error": why not}
     GET  /stats            memory of the gateway's processes + FetchServerMemory -> 200
+    GET  /metrics          Prometheus metrics of every worker (see `gateway.metrics`)
 
 Every failure answers ``{"error": message}``: HttpError -> its status; a model-server error -> the table
 in `http_errors`; any other exception in the handler -> 500 (logged with its traceback).
@@ -22,7 +23,7 @@ import logging
 import os
 from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
@@ -32,9 +33,15 @@ from modelserve.gateway import stats
 from modelserve.gateway.handler import Handler, HttpError, ModelCall, Request, Response
 from modelserve.gateway.http_errors import http_status
 
+if TYPE_CHECKING:
+    from modelserve.gateway.metrics import GatewayMetrics
+
+# prometheus_client's text format (not imported here: see gateway.metrics for why the import is late).
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
 log = logging.getLogger("modelserve.gateway")
 
-HEALTH, READY, STATS = "/healthz", "/readyz", "/stats"
+HEALTH, READY, STATS, METRICS = "/healthz", "/readyz", "/stats", "/metrics"
 _JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 
 
@@ -149,13 +156,15 @@ def _handler_reply(result: Any) -> Reply:
 class Gateway:
     """One worker's request handling: the loaded handler and the routes around it. Stateless per call."""
 
-    def __init__(self, handler: Handler, worker_class: str) -> None:
+    def __init__(self, handler: Handler, worker_class: str, metrics: GatewayMetrics | None = None) -> None:
         self.handler = handler
         self.worker_class = worker_class
+        self.metrics = metrics
 
     def respond(self, request: Request) -> Plan:
         """The plan that answers ``request``."""
-        route = {HEALTH: self._health, READY: self._ready, STATS: self._stats}.get(request.path)
+        routes = {HEALTH: self._health, READY: self._ready, STATS: self._stats, METRICS: self._metrics}
+        route = routes.get(request.path)
         if route is not None:
             if request.method != "GET":
                 return _at_once(error_reply(405, f"{request.path} takes GET", (("allow", "GET"),)))
@@ -200,6 +209,11 @@ class Gateway:
         if readiness.ready:
             return json_reply(200, {"status": "ready", "model": handler.model})
         return json_reply(503, {"status": "not ready", "model": handler.model, "error": readiness.reason})
+
+    def _metrics(self) -> Plan:
+        if self.metrics is None:
+            return _at_once(error_reply(404, "metrics are off"))
+        return _at_once(Reply(200, self.metrics.render(), METRICS_CONTENT_TYPE))
 
     def _stats(self) -> Plan:
         model_server: dict[str, Any] = yield FetchServerMemory()

@@ -7,11 +7,13 @@ gevent, only the calling greenlet: gevent's monkey-patching makes httpx's socket
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import parse_qsl
 
 from modelserve.gateway.handler import Handler, Request
+from modelserve.gateway.metrics import GatewayMetrics, timed
 from modelserve.gateway.options import GatewayOptions
 from modelserve.gateway.pipeline import DRAIN_BYTES, Gateway, Reply, drive, error_reply, too_large
 from modelserve.gateway.upstream import Upstream
@@ -26,11 +28,13 @@ class WsgiApp:
         self._options = options
         self._gateway: Gateway | None = None
         self._upstream: Upstream | None = None
+        self._metrics: GatewayMetrics | None = None
 
     def start(self, handler: Handler) -> None:
         """Bind the worker's loaded handler and make its upstream client (connecting lazily)."""
         self._upstream = Upstream(self._options)
-        self._gateway = Gateway(handler, self._options.worker_class)
+        self._metrics = GatewayMetrics()
+        self._gateway = Gateway(handler, self._options.worker_class, self._metrics)
 
     def stop(self) -> None:
         """Close the upstream connections (the worker is exiting)."""
@@ -38,7 +42,18 @@ class WsgiApp:
             self._upstream.close()
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        reply = self._reply(environ)
+        metrics = self._metrics
+        if metrics is None:
+            reply = self._reply(environ)
+        else:
+            started = time.perf_counter()
+            metrics.in_flight.inc()
+            try:
+                reply = self._reply(environ)
+            finally:
+                metrics.in_flight.dec()
+            path, method = environ.get("PATH_INFO", ""), environ.get("REQUEST_METHOD", "")
+            metrics.request_done(path, method, reply.status, time.perf_counter() - started)
         start_response(reply.status_line, reply.header_list())
         return [reply.body]
 
@@ -48,7 +63,10 @@ class WsgiApp:
         request = read_request(environ, self._options.max_body_bytes)
         if isinstance(request, Reply):
             return request
-        return drive(self._gateway.respond(request), self._upstream.execute)
+        execute: Callable[[Any], Any] = self._upstream.execute
+        if self._metrics is not None:
+            execute = timed(execute, self._metrics)
+        return drive(self._gateway.respond(request), execute)
 
 
 def read_request(environ: dict[str, Any], max_body_bytes: int) -> Request | Reply:

@@ -15,6 +15,7 @@ from typing import Any
 
 from modelserve.stack.options import (
     DEFAULT_MAX_BODY_BYTES,
+    LOG_FORMATS,
     PROTOCOLS,
     UPSTREAMS,
     WORKER_CLASSES,
@@ -104,6 +105,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
     stack.add_argument("--ready-file", default="", help="write URLs and pids as JSON here once ready")
     stack.add_argument("--log-dir", default="", help="children's log files (default: a new temp folder)")
+    stack.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default="text",
+        help="log format of the model server and the gateway: text, or json (one object per line)",
+    )
 
 
 def options_from_args(args: argparse.Namespace) -> StackOptions:
@@ -134,6 +141,7 @@ def options_from_args(args: argparse.Namespace) -> StackOptions:
         startup_timeout=args.startup_timeout,
         ready_file=args.ready_file,
         log_dir=args.log_dir,
+        log_format=args.log_format,
     )
 
 

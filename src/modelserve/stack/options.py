@@ -11,6 +11,7 @@ from dataclasses import dataclass
 WORKER_CLASSES = ("sync", "gthread", "gevent", "asyncio")
 UPSTREAMS = ("rest", "grpc")
 PROTOCOLS = ("tfserving", "v2")
+LOG_FORMATS = ("text", "json")
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024  # modelserve gateway's default --max-body-bytes
 
 
@@ -51,6 +52,7 @@ class StackOptions:
     startup_timeout: float = 300.0  # each child gets this long to become ready
     ready_file: str = ""
     log_dir: str = ""  # default: a new temporary folder (kept after exit, printed)
+    log_format: str = "text"  # the children's log lines: text or json
 
     def __post_init__(self) -> None:
         if bool(self.model_base_path) == bool(self.model_config_file):
@@ -68,6 +70,7 @@ class StackOptions:
             ("worker_class", WORKER_CLASSES),
             ("upstream", UPSTREAMS),
             ("protocol", PROTOCOLS),
+            ("log_format", LOG_FORMATS),
         ):
             if getattr(self, name) not in allowed:
                 raise OptionsError(f"--{_flag(name)} must be one of {', '.join(allowed)}")

@@ -7,8 +7,9 @@
   ``/healthz`` through the proxy); then the stack's own ready file and the summary (URLs, memory table);
 - main loop: watch the children until SIGINT/SIGTERM, or until one of them exits (a failure);
 - shutdown, front to back so no request is cut off: nginx (SIGQUIT: finish in-flight requests), the
-  gateway (SIGTERM: Gunicorn drains its workers), the model server (SIGTERM: drain, unload), each with
-  ``graceful_timeout`` before SIGKILL.
+  gateway (SIGTERM: the workers take what the kernel queued, then finish their requests), the model
+  server (SIGTERM: not ready, drain within ``--drain_timeout_seconds`` = ``graceful_timeout``, unload),
+  each with ``graceful_timeout`` plus a margin before SIGKILL. The children log in ``--log-format``.
 """
 
 from __future__ import annotations
@@ -135,7 +136,8 @@ class Stack:
             "--rest_api_host=127.0.0.1", "--grpc_host=127.0.0.1",
             # serve's port 0 turns that API off; --ephemeral_ports (below) binds free ports instead.
             f"--rest_api_port={options.rest_api_port or 8501}", f"--port={options.grpc_port or 8500}",
-            f"--ready_file={ready}",
+            f"--ready_file={ready}", f"--drain_timeout_seconds={options.graceful_timeout:g}",
+            f"--log_format={options.log_format}",
         ]  # fmt: skip
         if options.ephemeral_model_ports:
             argv.append("--ephemeral_ports")
@@ -200,7 +202,7 @@ class Stack:
             "--threads", str(options.threads),
             *upstream, "--protocol", options.protocol, "--max-body-bytes", str(options.max_body_bytes),
             "--timeout", f"{options.timeout:g}", "--graceful-timeout", f"{options.graceful_timeout:g}",
-            "--ready-file", str(ready),
+            "--ready-file", str(ready), "--log-format", options.log_format,
         ]  # fmt: skip
         child = ChildProcess(
             "gateway",

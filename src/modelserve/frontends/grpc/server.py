@@ -23,6 +23,7 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2  # type: ignore[i
 
 from modelserve.core.inference import InferenceService
 from modelserve.errors import FailedPrecondition, InvalidArgument
+from modelserve.frontends.health import Health
 from modelserve.proto import POOL
 
 log = logging.getLogger("modelserve.grpc")
@@ -87,10 +88,15 @@ class GrpcServer:
     """One ``grpc.aio.Server`` carrying the services of ``registrars``."""
 
     def __init__(
-        self, service: InferenceService, registrars: Sequence[Registrar], settings: GrpcSettings
+        self,
+        service: InferenceService,
+        registrars: Sequence[Registrar],
+        settings: GrpcSettings,
+        readiness: Health | None = None,
     ) -> None:
         self.service = service
         self.settings = settings
+        self.readiness = readiness or Health(service.manager)
         options = {**_DEFAULT_OPTIONS, **parse_channel_arguments(settings.channel_arguments)}
         self._server = grpc.aio.server(options=list(options.items()))
         self.service_names: list[str] = []
@@ -129,15 +135,19 @@ class GrpcServer:
         """SERVING while every configured model has an available version, else NOT_SERVING."""
         if self._health is None:
             return
-        ready = self.service.manager.is_ready()
+        ready = self.readiness.ready()
         status = (
             health_pb2.HealthCheckResponse.SERVING if ready else health_pb2.HealthCheckResponse.NOT_SERVING
         )
         for name in ["", *self.service_names]:
             await self._health.set(name, status)
 
-    async def stop(self, grace_seconds: float) -> None:
-        """Report NOT_SERVING, refuse new calls, and let in-flight calls finish within the grace period."""
+    async def report_not_serving(self) -> None:
+        """Shutdown began: NOT_SERVING for every service from now on (health checks stop routing here)."""
         if self._health is not None:
             await self._health.enter_graceful_shutdown()
+
+    async def stop(self, grace_seconds: float) -> None:
+        """Report NOT_SERVING, refuse new calls, and let in-flight calls finish within the grace period."""
+        await self.report_not_serving()
         await self._server.stop(grace_seconds)

@@ -2,13 +2,17 @@
 
 ``ServingError.code`` already is a gRPC canonical code number, so the mapping is by value and the message
 goes to the client verbatim. Every servicer method is wrapped by `at_edge`, so no exception escapes as
-grpc's generic "Unexpected error" and one bad request never affects another.
+grpc's generic "Unexpected error" and one bad request never affects another. Inference methods use
+`counted_at_edge` instead, which also counts and times each call on the servicer's ``requests``
+(``metrics.RequestMetrics``; None: not counted).
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any, TypeVar
@@ -45,15 +49,64 @@ def at_edge(method: Method[Servicer]) -> Method[Servicer]:
     async def wrapper(self: Servicer, request: Any, context: Any) -> Any:
         try:
             return await method(self, request, context)
-        except ServingError as exc:
-            await context.abort(grpc_status(exc.code), exc.message)
-        except grpc.aio.AbortError:
-            raise
-        except Exception as exc:  # never let one request take the server down
-            log.exception("unhandled error in %s", method.__name__)
-            await context.abort(grpc.StatusCode.INTERNAL, f"Internal error: {type(exc).__name__}: {exc}")
+        except Exception as exc:
+            await _abort(exc, context, method.__name__)
 
     return wrapper
+
+
+async def _abort(exc: Exception, context: Any, name: str) -> None:
+    """End the call with the status of ``exc``; returns only by raising."""
+    if isinstance(exc, ServingError):
+        await context.abort(grpc_status(exc.code), exc.message)
+    if isinstance(exc, grpc.aio.AbortError):
+        raise exc
+    log.exception("unhandled error in %s", name, exc_info=exc)  # never let one request take the server down
+    await context.abort(grpc.StatusCode.INTERNAL, f"Internal error: {type(exc).__name__}: {exc}")
+
+
+def _code_name(exc: BaseException) -> str:
+    if isinstance(exc, ServingError):
+        return exc.code.name
+    if isinstance(exc, grpc.aio.AbortError):
+        return "ABORTED"
+    return "CANCELLED" if isinstance(exc, asyncio.CancelledError) else "INTERNAL"
+
+
+def counted_at_edge(
+    api: str, model_of: Callable[[Any], str], version_of: Callable[[Any], str]
+) -> Callable[[Method[Servicer]], Method[Servicer]]:
+    """`at_edge` that also counts the call as ``api`` on ``self.requests``, with the model its request
+    names and the version its reply reports (``model_of(request)``, ``version_of(response)``)."""
+
+    def decorate(method: Method[Servicer]) -> Method[Servicer]:
+        @functools.wraps(method)
+        async def wrapper(self: Any, request: Any, context: Any) -> Any:
+            requests = self.requests
+            if requests is None:
+                try:
+                    return await method(self, request, context)
+                except Exception as exc:
+                    await _abort(exc, context, method.__name__)
+            started = time.perf_counter()
+            requests.in_flight["grpc"] += 1
+            code, version = "OK", ""
+            try:
+                response = await method(self, request, context)
+                version = version_of(response)
+                return response
+            except BaseException as exc:
+                code = _code_name(exc)
+                if not isinstance(exc, Exception):
+                    raise
+                await _abort(exc, context, method.__name__)
+            finally:
+                requests.in_flight["grpc"] -= 1
+                requests.observe(model_of(request), version, api, "grpc", code, time.perf_counter() - started)
+
+        return wrapper
+
+    return decorate
 
 
 ROUTING_KEY = "x-routing-key"  # request metadata that makes an A/B split sticky (as the REST header)

@@ -22,7 +22,8 @@ from modelserve.core.inference import InferenceService, ModelSpec
 from modelserve.core.signature import CLASSIFY_METHOD, REGRESS_METHOD, Signature, check_examples_signature
 from modelserve.errors import FailedPrecondition, InvalidArgument
 from modelserve.frontends.grpc import tfserving_messages as messages
-from modelserve.frontends.grpc.status import at_edge, deadline_seconds, with_routing_key
+from modelserve.frontends.grpc.status import at_edge, counted_at_edge, deadline_seconds, with_routing_key
+from modelserve.metrics import RequestMetrics
 from modelserve.proto.tensorflow_serving.apis import (
     classification_pb2,
     inference_pb2,
@@ -45,6 +46,22 @@ MODEL_SERVICE: str = model_service_pb2.DESCRIPTOR.services_by_name["ModelService
 InputsFor = Callable[[Signature], Mapping[str, np.ndarray]]
 
 
+def _model(request: Any) -> str:
+    return str(request.model_spec.name)
+
+
+def _version(response: Any) -> str:
+    return str(response.model_spec.version.value)
+
+
+def _multi_model(request: Any) -> str:
+    return str(request.tasks[0].model_spec.name) if request.tasks else ""
+
+
+def _multi_version(response: Any) -> str:
+    return str(response.results[0].model_spec.version.value) if response.results else ""
+
+
 @dataclass(frozen=True, slots=True)
 class Served:
     """What a request actually ran on: TF Serving echoes it in the response's ``model_spec``."""
@@ -64,8 +81,9 @@ def _examples_for(examples: np.ndarray) -> InputsFor:
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     """Predict, Classify, Regress, MultiInference and GetModelMetadata over the core."""
 
-    def __init__(self, service: InferenceService) -> None:
+    def __init__(self, service: InferenceService, requests: RequestMetrics | None = None) -> None:
         self.service = service
+        self.requests = requests
 
     async def _infer(
         self,
@@ -95,7 +113,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         timeout = deadline_seconds(context, self.service.settings.timeout_seconds)
         return await self.service.run(call, timeout), served
 
-    @at_edge
+    @counted_at_edge("Predict", _model, _version)
     async def Predict(self, request: Any, context: Any) -> Any:
         outputs, served = await self._infer(
             messages.model_spec(request.model_spec),
@@ -111,7 +129,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             encode_tensor(array, response.outputs[name])
         return response
 
-    @at_edge
+    @counted_at_edge("Classify", _model, _version)
     async def Classify(self, request: Any, context: Any) -> Any:
         examples = messages.serialized_examples(request.input)
         outputs, served = await self._infer(
@@ -126,7 +144,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         messages.classification_result(outputs, len(examples), response.result)
         return response
 
-    @at_edge
+    @counted_at_edge("Regress", _model, _version)
     async def Regress(self, request: Any, context: Any) -> Any:
         examples = messages.serialized_examples(request.input)
         outputs, served = await self._infer(
@@ -141,7 +159,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         messages.regression_result(outputs, len(examples), response.result)
         return response
 
-    @at_edge
+    @counted_at_edge("MultiInference", _multi_model, _multi_version)
     async def MultiInference(self, request: Any, context: Any) -> Any:
         """Several classify/regress signatures of one model version over the same examples."""
         tasks = list(request.tasks)
@@ -220,13 +238,14 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
 
 
 def tfserving_registrar(
-    reload_config: ReloadConfig | None = None,
+    reload_config: ReloadConfig | None = None, requests: RequestMetrics | None = None
 ) -> Callable[[Any, InferenceService], list[str]]:
-    """A registrar adding TF Serving's two services to a ``grpc.aio`` server."""
+    """A registrar adding TF Serving's two services to a ``grpc.aio`` server (counting requests on
+    ``requests`` when given)."""
 
     def register(server: Any, service: InferenceService) -> list[str]:
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-            PredictionServicer(service), server
+            PredictionServicer(service, requests), server
         )
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(
             ModelServicer(service, reload_config), server

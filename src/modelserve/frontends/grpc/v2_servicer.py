@@ -11,7 +11,7 @@ a failed one in ``error_message`` without ending the stream, as Triton does.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc  # type: ignore[import-untyped]
@@ -20,7 +20,9 @@ from modelserve.codecs import v2_proto
 from modelserve.codecs.v2_metadata import available_versions, model_metadata, server_metadata, v2_model_spec
 from modelserve.core.inference import InferenceService
 from modelserve.errors import NotFound, ServingError
-from modelserve.frontends.grpc.status import at_edge, deadline_seconds, with_routing_key
+from modelserve.frontends.grpc.status import at_edge, counted_at_edge, deadline_seconds, with_routing_key
+from modelserve.frontends.health import Health
+from modelserve.metrics import RequestMetrics
 from modelserve.proto.inference import grpc_service_pb2 as pb
 from modelserve.proto.inference import grpc_service_pb2_grpc as pb_grpc
 
@@ -32,8 +34,12 @@ V2_SERVICE = "inference.GRPCInferenceService"
 class V2Servicer(pb_grpc.GRPCInferenceServiceServicer):
     """The protocol's required RPCs plus ModelStreamInfer; Triton's other RPCs answer UNIMPLEMENTED."""
 
-    def __init__(self, service: InferenceService) -> None:
+    def __init__(
+        self, service: InferenceService, requests: RequestMetrics | None = None, health: Health | None = None
+    ) -> None:
         self.service = service
+        self.requests = requests
+        self.health = health or Health(service.manager)
 
     @at_edge
     async def ServerLive(self, request: Any, context: Any) -> Any:
@@ -41,7 +47,7 @@ class V2Servicer(pb_grpc.GRPCInferenceServiceServicer):
 
     @at_edge
     async def ServerReady(self, request: Any, context: Any) -> Any:
-        return pb.ServerReadyResponse(ready=self.service.manager.is_ready())
+        return pb.ServerReadyResponse(ready=self.health.ready())
 
     @at_edge
     async def ModelReady(self, request: Any, context: Any) -> Any:
@@ -65,7 +71,9 @@ class V2Servicer(pb_grpc.GRPCInferenceServiceServicer):
             metadata = model_metadata(handle.model, versions, handle.servable.platform, signature)
         return v2_proto.model_metadata_message(metadata)
 
-    @at_edge
+    @counted_at_edge(
+        "ModelInfer", lambda request: str(request.model_name), lambda reply: str(reply.model_version)
+    )
     async def ModelInfer(self, request: Any, context: Any) -> Any:
         return await self._infer(request, context)
 
@@ -110,5 +118,16 @@ class V2Servicer(pb_grpc.GRPCInferenceServiceServicer):
 
 def add_v2_services(server: grpc.aio.Server, service: InferenceService) -> list[str]:
     """Register the V2 servicer on ``server``; returns the full service names (for reflection, health)."""
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(V2Servicer(service), server)
-    return [V2_SERVICE]
+    return v2_registrar()(server, service)
+
+
+def v2_registrar(
+    requests: RequestMetrics | None = None, health: Health | None = None
+) -> Callable[[Any, InferenceService], list[str]]:
+    """A registrar adding the V2 service, counting requests on ``requests`` and reporting ``health``."""
+
+    def register(server: Any, service: InferenceService) -> list[str]:
+        pb_grpc.add_GRPCInferenceServiceServicer_to_server(V2Servicer(service, requests, health), server)
+        return [V2_SERVICE]
+
+    return register

@@ -3,11 +3,18 @@
 Requests whose model call is cheap enough to run inline are answered synchronously, without creating a
 task or a future; the HTTP protocol awaits only the replies that need the inference threads. Every error
 is a ``ServingError`` mapped to TF Serving's HTTP status and ``{"error": ...}`` body here, at the edge.
+
+``handle`` is also where REST requests are counted and timed (``metrics.RequestMetrics``) and written to
+the access log: one place for TF Serving's and V2's paths. With neither on, it costs one attribute test.
+Besides the model APIs it answers ``/healthz`` (live), ``/readyz`` (ready: every model AVAILABLE and not
+shutting down; else 503 naming what is not), the status page and the Prometheus path.
 """
 
 from __future__ import annotations
 
 import logging
+import re
+import time
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, replace
 from types import MappingProxyType
@@ -19,16 +26,26 @@ from modelserve.codecs import tfserving_json as codec
 from modelserve.core.inference import InferenceService, ModelSpec, PreparedCall
 from modelserve.core.signature import CLASSIFY_METHOD, REGRESS_METHOD
 from modelserve.errors import InvalidArgument, NotFound, ServingError
+from modelserve.frontends.health import Health
 from modelserve.frontends.rest.routes import Route, match_route
-from modelserve.frontends.rest.served_version import ROUTING_KEY, json_head
+from modelserve.frontends.rest.served_version import ROUTING_KEY, json_head, served_version
 from modelserve.frontends.rest.server_status import server_status
 from modelserve.frontends.rest.v2_handler import V2_REQUEST_HEADERS, V2Handler
+from modelserve.logs import event
 from modelserve.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from modelserve.metrics import ServerMetrics
+from modelserve.metrics import RequestMetrics, ServerMetrics
 
 log = logging.getLogger("modelserve.rest")
+access_log = logging.getLogger("modelserve.access")
 
 STATUS_PATH = "/modelserve/status"  # every version's state, error and memory, and the routes
+LIVE_PATH, READY_PATH = "/healthz", "/readyz"  # Kubernetes probes (V2's are under /v2/health/)
+
+# TF Serving's API names (its request_latency ``API`` label); V2 inference is its RPC's name.
+_API_NAMES = {"predict": "Predict", "classify": "Classify", "regress": "Regress"}
+_V2_INFER = re.compile(r"/v2/models/([^/]+)(?:/versions/([^/]*))?/infer")
+_MAX_CACHED_PATHS = 4096
+RequestLabels = tuple[str, str, str]  # model, version asked for ("" when none), API
 
 Reply = tuple[int, bytes] | tuple[int, bytes, bytes]
 """HTTP status and JSON body; a third item gives raw header lines (each ``name: value`` plus CRLF, a content
@@ -49,6 +66,7 @@ class RestSettings:
     cors: bool = False
     # Where Prometheus scrapes (--monitoring_config_file); None: not exposed, as in TF Serving.
     metrics_path: str | None = None
+    access_log: bool = False  # one line per request on the "modelserve.access" logger (--access_log)
 
 
 def error_reply(error: ServingError) -> Reply:
@@ -72,12 +90,20 @@ class RestHandler:
         service: InferenceService,
         settings: RestSettings | None = None,
         metrics: ServerMetrics | None = None,
+        health: Health | None = None,
     ) -> None:
         self.service = service
         self.settings = settings or RestSettings()
+        self.health = health or Health(service.manager)
         self._metrics = metrics
         self._metrics_head = f"content-type: {METRICS_CONTENT_TYPE}\r\n".encode()
-        self._v2 = V2Handler(service, self.settings.timeout_seconds)
+        self._v2 = V2Handler(service, self.settings.timeout_seconds, self.health)
+        # Requests are counted only where they can be scraped.
+        self._requests: RequestMetrics | None = (
+            metrics.requests if metrics is not None and self.settings.metrics_path else None
+        )
+        self._observed = self._requests is not None or self.settings.access_log
+        self._labels: dict[str, RequestLabels | None] = {}
 
     def handle(
         self, method: str, path: str, body: bytes, headers: Mapping[bytes, bytes] = NO_HEADERS
@@ -86,6 +112,76 @@ class RestHandler:
 
         ``headers`` holds the ``wanted_headers`` the request sent, keyed by lower-case name.
         """
+        if not self._observed:
+            return self._answer(method, path, body, headers)
+        started = time.perf_counter()
+        reply = self._answer(method, path, body, headers)
+        if isinstance(reply, tuple):
+            self._done(method, path, reply, started)
+            return reply
+        return self._observe_later(method, path, reply, started)
+
+    async def _observe_later(self, method: str, path: str, pending: PendingReply, started: float) -> Reply:
+        requests = self._requests
+        if requests is not None:
+            requests.in_flight["rest"] += 1
+        try:
+            reply = await pending
+        except BaseException:
+            self._done(method, path, (503, b""), started)  # cancelled at shutdown: the server answers 503
+            raise
+        finally:
+            if requests is not None:
+                requests.in_flight["rest"] -= 1
+        self._done(method, path, reply, started)
+        return reply
+
+    def _done(self, method: str, path: str, reply: Reply, started: float) -> None:
+        """Count a request answered by a model API, and write its access log line."""
+        seconds = time.perf_counter() - started
+        requests = self._requests
+        if requests is not None and method == "POST":
+            try:
+                labels = self._labels[path]
+            except KeyError:
+                labels = self._request_labels(path)
+            if labels is not None:
+                model, version, api = labels
+                if len(reply) == 3:
+                    version = served_version(reply[2]) or version
+                requests.observe(model, version, api, "rest", str(reply[0]), seconds)
+        if self.settings.access_log:
+            event(
+                access_log,
+                "request",
+                method=method,
+                path=path,
+                status=reply[0],
+                duration_ms=round(seconds * 1000, 3),
+                bytes=len(reply[1]),
+            )
+
+    def _request_labels(self, path: str) -> RequestLabels | None:
+        """Model, version and API of an inference path (None: not one), cached per path."""
+        labels: RequestLabels | None = None
+        v2 = _V2_INFER.fullmatch(path)
+        if v2 is not None:
+            labels = (v2.group(1), v2.group(2) or "", "ModelInfer")
+        else:
+            try:
+                route = match_route("POST", path)
+            except ServingError:
+                route = None
+            if route is not None and route.method in _API_NAMES:
+                version = "" if route.spec.version is None else str(route.spec.version)
+                labels = (route.spec.name, version, _API_NAMES[route.method])
+        if len(self._labels) < _MAX_CACHED_PATHS:
+            self._labels[path] = labels
+        return labels
+
+    def _answer(
+        self, method: str, path: str, body: bytes, headers: Mapping[bytes, bytes]
+    ) -> Reply | PendingReply:
         try:
             return self._dispatch(method, path, body, headers)
         except ServingError as exc:
@@ -105,6 +201,10 @@ class RestHandler:
             # V2 paths never match TF Serving's patterns, so the TF Serving fast path pays nothing here.
             if path[:4] == "/v2/" or path == "/v2":
                 return self._v2.handle(method, path, body, headers)
+            if path == LIVE_PATH and method in ("GET", "HEAD"):
+                return 200, b'{"status":"ok"}'
+            if path == READY_PATH and method in ("GET", "HEAD"):
+                return self._readiness()
             if path == STATUS_PATH and method in ("GET", "HEAD"):
                 return 200, orjson.dumps(server_status(self.service.manager))
             if path == self.settings.metrics_path and self._metrics is not None and method in ("GET", "HEAD"):
@@ -122,6 +222,12 @@ class RestHandler:
         if route.method == "metadata":
             return 200, self._metadata(route.spec)
         return 200, self._status(route.spec)
+
+    def _readiness(self) -> Reply:
+        not_ready = self.health.not_ready()
+        if not not_ready:
+            return 200, b'{"status":"ready"}'
+        return 503, orjson.dumps({"status": "not ready", "not_ready": not_ready})
 
     # -- predict ---------------------------------------------------------------------------------
 

@@ -7,7 +7,8 @@ synchronously (the handler ran the model inline) is parsed, answered and written
 
 Supported: keep-alive, pipelining (replies in request order), chunked request bodies, ``Expect:
 100-continue``, a body size limit enforced while reading (413, then the connection closes), idle keep-alive
-timeout, back-pressure (reading pauses while the client is not reading replies), graceful shutdown.
+timeout, back-pressure (reading pauses while the client is not reading replies), graceful shutdown
+(connections already in the kernel's accept queue are served, not reset: see ``modelserve.draining``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from urllib.parse import unquote
 import httptools
 
 from modelserve.codecs.tfserving_json import encode_error
+from modelserve.draining import queue_drained, refuse_new_connections
 from modelserve.frontends.rest.handler import (
     NO_HEADERS,
     PendingReply,
@@ -344,10 +346,12 @@ class HttpServer:
         self.tasks: set[asyncio.Task[Reply]] = set()
         self.clock = _Clock()
         self._server: asyncio.AbstractServer | None = None
+        self._sock: socket.socket | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
+        self._sock = sock
         self._server = await loop.create_server(lambda: HttpConnection(self), sock=sock, backlog=2048)
         self._sweeper = loop.create_task(self._close_idle_connections())
 
@@ -364,14 +368,23 @@ class HttpServer:
                     connection.abort()
 
     async def shutdown(self, timeout: float = 30.0) -> None:
-        """Stop accepting, finish the requests in flight (up to ``timeout``), close every connection."""
+        """Stop accepting, finish the requests in flight (up to ``timeout``), close every connection.
+
+        New connections are refused first, and the ones already queued by the kernel are accepted and
+        served before the listener closes. Idle keep-alive connections close at once; busy ones after
+        their replies (sent with ``connection: close``).
+        """
+        deadline = time.monotonic() + timeout
         if self._server is not None:
+            if self._sock is not None and refuse_new_connections(self._sock):
+                started = time.monotonic()
+                while not queue_drained(self._sock, started) and time.monotonic() < deadline:
+                    await asyncio.sleep(0.005)
             self._server.close()
         if self._sweeper is not None:
             self._sweeper.cancel()
         for connection in list(self.connections):
             connection.close_when_idle()
-        deadline = time.monotonic() + timeout
         while (self.connections or self.tasks) and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
         for task in list(self.tasks):

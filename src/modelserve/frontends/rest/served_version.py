@@ -19,7 +19,26 @@ def version_line(version: int) -> bytes:
     return b"x-model-version: %d\r\n" % version
 
 
+# The version each cached head names, so metrics read a reply's version with one lookup.
+_VERSION_OF_HEAD: dict[bytes, str] = {}
+_VERSION_FIELD = b"x-model-version: "
+
+
 @functools.lru_cache(maxsize=4096)
 def json_head(version: int) -> bytes:
     """Header lines of a JSON reply served by ``version`` (content type included)."""
-    return b"content-type: application/json\r\n" + version_line(version)
+    head = b"content-type: application/json\r\n" + version_line(version)
+    _VERSION_OF_HEAD[head] = str(version)
+    return head
+
+
+def served_version(head: bytes) -> str | None:
+    """The version a reply's header lines name (None: they name none)."""
+    version = _VERSION_OF_HEAD.get(head)
+    if version is not None:
+        return version
+    start = head.find(_VERSION_FIELD)  # V2 binary replies build their head per reply
+    if start < 0:
+        return None
+    start += len(_VERSION_FIELD)
+    return head[start : head.index(b"\r\n", start)].decode("ascii")

@@ -27,6 +27,7 @@ from modelserve.codecs import v2_json
 from modelserve.codecs.v2_metadata import available_versions, model_metadata, server_metadata, v2_model_spec
 from modelserve.core.inference import InferenceService, ModelSpec, PreparedCall
 from modelserve.errors import InvalidArgument, NotFound, ServingError
+from modelserve.frontends.health import Health
 from modelserve.frontends.rest.served_version import ROUTING_KEY, json_head, version_line
 
 log = logging.getLogger("modelserve.rest.v2")
@@ -52,9 +53,12 @@ def error_reply(error: ServingError) -> V2Reply:
 class V2Handler:
     """Stateless apart from its reference to the core; ``RestHandler`` owns one."""
 
-    def __init__(self, service: InferenceService, timeout_seconds: float | None = 30.0) -> None:
+    def __init__(
+        self, service: InferenceService, timeout_seconds: float | None = 30.0, health: Health | None = None
+    ) -> None:
         self.service = service
         self.timeout_seconds = timeout_seconds
+        self.health = health or Health(service.manager)
 
     def handle(
         self, method: str, path: str, body: bytes, headers: Mapping[bytes, bytes]
@@ -81,7 +85,7 @@ class V2Handler:
             return _EMPTY
         if path == "/v2/health/ready":
             _expect(method, "GET", path)
-            return _EMPTY if self.service.manager.is_ready() else _NOT_READY
+            return _EMPTY if self.health.ready() else _NOT_READY
         found = _MODEL_PATH.fullmatch(path)
         if found is None:
             raise NotFound(f"Not found: {method} {path}")

@@ -1,0 +1,1 @@
+"""``modelserve tune``: the fastest web tier and batching settings within memory and latency limits."""
