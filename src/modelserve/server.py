@@ -46,6 +46,7 @@ from modelserve.core.memory_guard import MemoryGuard, format_bytes, parse_memory
 from modelserve.core.servable import RuntimeSettings, Servable
 from modelserve.core.source import FileSystemSource
 from modelserve.core.version_state import VersionState
+from modelserve.cpus import available_cpus
 from modelserve.errors import Code, FailedPrecondition, InvalidArgument, ServingError
 from modelserve.files import write_atomically
 from modelserve.frontends.health import Health
@@ -246,7 +247,7 @@ class ModelServer:
         self.config = serving_config_from_options(options)
         self.runtime_settings = runtime_settings_from_options(options)
         # One model call per core: each uses intra_op_threads cores.
-        call_threads = max(1, (os.cpu_count() or 1) // self.runtime_settings.intra_op_threads)
+        call_threads = max(1, available_cpus() // self.runtime_settings.intra_op_threads)
         self.batching = batching_plan_from_options(options, call_threads)
         self.monitoring = (
             read_monitoring_config(options.monitoring_config_file)

@@ -14,7 +14,6 @@ parsing other requests meanwhile.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +27,7 @@ from modelserve.core.handle import ServableHandle
 from modelserve.core.loop_load import LoopLoad
 from modelserve.core.manager import ModelManager
 from modelserve.core.signature import Signature
+from modelserve.cpus import available_cpus
 from modelserve.errors import DeadlineExceeded, Internal, InvalidArgument, ServingError
 
 
@@ -125,7 +125,7 @@ class InferenceService:
     def __init__(self, manager: ModelManager, settings: InferenceSettings | None = None) -> None:
         self.manager = manager
         self.settings = settings or InferenceSettings()
-        threads = self.settings.executor_threads or os.cpu_count() or 1
+        threads = self.settings.executor_threads or available_cpus()
         self._executor = ThreadPoolExecutor(threads, thread_name_prefix="modelserve-infer")
         self.loop_load = LoopLoad()
 
