@@ -33,7 +33,7 @@ from _common import exit_on_sigterm, warn_if_busy
 
 from modelserve.core.memory_guard import parse_memory_size
 from modelserve.tune.outputs import point
-from modelserve.tune.results import Limits, TrialResult
+from modelserve.tune.results import Limits, TrialResult, TrialRun
 from modelserve.tune.search import Search, SearchSettings
 from modelserve.tune.space import (
     BATCHING_ADAPTIVE,
@@ -56,7 +56,9 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--trial-seconds", type=float, default=8.0, help="measured window of a grid trial")
     parser.add_argument("--warmup-seconds", type=float, default=2.0)
-    parser.add_argument("--concurrency", type=int, default=32, help="requests in flight (closed loop)")
+    parser.add_argument(
+        "--concurrency", type=int, default=32, help="requests in flight (closed loop; tune may try less)"
+    )
     parser.add_argument("--memory-budget", default="2GiB", help="peak PSS of every process")
     parser.add_argument("--p99-slo-ms", type=float, default=1000.0)
     parser.add_argument("--tune-share", type=float, default=0.25, help="tune's budget / the grid's time")
@@ -102,14 +104,16 @@ def best_fitting(results: list[TrialResult]) -> TrialResult | None:
 
 
 def remeasure(
-    runner: TrialRunner, configs: dict[str, TrialConfig], rounds: int, seconds: float
+    runner: TrialRunner, configs: dict[str, tuple[TrialConfig, int]], rounds: int, seconds: float
 ) -> dict[str, float]:
-    """Mean requests/s of each configuration over ``rounds`` interleaved trials."""
+    """Mean requests/s of each configuration, at the concurrency it was chosen at, over ``rounds``
+    interleaved trials."""
     totals = {name: 0.0 for name in configs}
     for _ in range(rounds):
-        for name, config in configs.items():
-            result = runner.evaluate(config, seconds)
-            print(f"  [remeasure] {name}: {config.label}: {result.rps:.1f} req/s", flush=True)
+        for name, (config, concurrency) in configs.items():
+            result = runner.evaluate(config, TrialRun(seconds, concurrency))
+            print(f"  [remeasure] {name}: {config.label} at {concurrency} in flight: {result.rps:.1f} req/s",
+                  flush=True)  # fmt: skip
             totals[name] += result.rps
     return {name: total / rounds for name, total in totals.items()}
 
@@ -144,6 +148,7 @@ def main() -> int:
             short_s=args.trial_seconds / 2,
             long_s=args.trial_seconds,
             overhead_s=args.warmup_seconds + 4.0,
+            concurrency=args.concurrency,
         )
         started = time.monotonic()
         outcome = Search(
@@ -155,8 +160,9 @@ def main() -> int:
             print("no configuration fits the limits: raise --memory-budget or --p99-slo-ms")
             return 1
         print("\nre-measuring both choices, interleaved:", flush=True)
-        means = remeasure(runner, {"grid": grid_best.config, "tune": tune_best.config}, args.remeasure,
-                          args.trial_seconds)  # fmt: skip
+        chosen = {"grid": (grid_best.config, args.concurrency),
+                  "tune": (tune_best.config, tune_best.concurrency or args.concurrency)}  # fmt: skip
+        means = remeasure(runner, chosen, args.remeasure, args.trial_seconds)
     rps_ratio = means["tune"] / means["grid"]
     time_ratio = tune_s / grid_s
     verdict = "PASS" if rps_ratio >= 0.95 and time_ratio <= 0.25 else "FAIL"

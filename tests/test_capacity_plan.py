@@ -106,3 +106,44 @@ def test_plan_refuses_missing_inputs() -> None:
     )  # fmt: skip
     assert done.returncode == 2
     assert "--rps-per-instance" in done.stderr
+
+
+def _plan_from(tmp_path: Path, document: dict[str, object]) -> dict[str, dict[str, object]]:
+    result = tmp_path / "tune_result.json"
+    result.write_text(json.dumps(document))
+    out = tmp_path / "plan.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "modelserve", "plan", "--from", str(result), "--target-rps", "100",
+         "--price-per-hour", "2", "--json", str(out)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return {row["architecture"]: row for row in json.loads(out.read_text())["plans"]}
+
+
+def test_plan_from_a_tune_result_prices_what_tune_chose_not_its_luckiest_trial(tmp_path: Path) -> None:
+    chosen = {
+        "architecture": "stack/rest",
+        "worker_class": "gthread",
+        "workers": 4,
+        "rps": 20.0,
+        "fits": True,
+    }
+    lucky = {**chosen, "workers": 6, "rps": 60.0, "phase": "screen"}  # one short trial; its long one missed
+    plans = _plan_from(
+        tmp_path,
+        {"best": chosen, "best_by_architecture": {"stack": chosen}, "points": [lucky, chosen]},
+    )
+    assert (
+        plans["modelserve stack"]["rps_per_instance"] == 20.0 and plans["modelserve stack"]["instances"] == 5
+    )
+    assert "gthread x 4" in str(plans["modelserve stack"]["note"])
+    assert "coupled" not in plans
+
+
+def test_plan_from_a_tune_result_where_only_the_coupled_architecture_fitted(tmp_path: Path) -> None:
+    coupled = {"architecture": "coupled", "worker_class": "sync", "workers": 2, "rps": 25.0, "fits": True}
+    plans = _plan_from(
+        tmp_path, {"best": coupled, "best_by_architecture": {"coupled": coupled}, "points": []}
+    )
+    assert set(plans) == {"coupled"} and plans["coupled"]["instances"] == 4

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from modelserve.core.version_state import VersionState, VersionStatus
 from modelserve.errors import Code
-from modelserve.metrics import RequestMetrics, ServerMetrics
+from modelserve.metrics import MAX_REQUEST_SERIES, OTHER_SERIES, UNKNOWN_MODEL, RequestMetrics, ServerMetrics
 
 
 def test_versions_are_exported_at_scrape_time() -> None:
@@ -49,3 +49,19 @@ def test_requests_are_exported_under_our_names_and_tf_servings() -> None:
     assert f':tensorflow:serving:request_latency_bucket{{{rest},le="18",model_name="m"}} 1.0' in text
     assert f':tensorflow:serving:request_latency_count{{{rest},model_name="m"}} 2.0' in text
     assert f':tensorflow:serving:request_latency_sum{{{rest},model_name="m"}} 115.0' in text
+
+
+def test_request_label_sets_are_bounded() -> None:
+    """Unknown models share one label; past MAX_REQUEST_SERIES label sets, new ones share another."""
+    requests = RequestMetrics(known_models=lambda: [f"m{i}" for i in range(2 * MAX_REQUEST_SERIES)])
+    for i in range(100):
+        requests.observe(f"made-up-{i}", str(i), "Predict", "rest", "404", 0.001)
+    for i in range(2 * MAX_REQUEST_SERIES):
+        requests.observe(f"m{i}", "1", "Predict", "rest", "200", 0.001)
+    (family,) = [f for f in requests.collect() if f.name == "modelserve_requests"]
+    models = [sample.labels["model"] for sample in family.samples]
+    assert len(models) == MAX_REQUEST_SERIES + 1
+    assert models.count(UNKNOWN_MODEL) == 1 and models.count(OTHER_SERIES) == 1
+    counts = {sample.labels["model"]: sample.value for sample in family.samples}
+    assert counts[UNKNOWN_MODEL] == 100
+    assert counts[OTHER_SERIES] == 2 * MAX_REQUEST_SERIES - (MAX_REQUEST_SERIES - 1)

@@ -34,7 +34,9 @@ _PROGRAM = (
     (0x06, 0, 0, 0),  # ret #0            drop
     (0x06, 0, 0, 0xFFFFFFFF),  # ret #-1   accept
 )
-_SETTLE_SECONDS = 0.02  # handshakes in progress when the filter went on complete within this (loopback RTTs)
+# Handshakes in progress when the filter went on complete within this: their last ACK may still be on its
+# way when the queue first looks empty (a few RTTs off loopback). It only lengthens a stop.
+_SETTLE_SECONDS = 0.25
 _POLL_SECONDS = 0.005
 
 
@@ -75,7 +77,8 @@ def queue_drained(sock: socket.socket, started: float) -> bool:
 
 def drain_listener(sock: socket.socket, timeout: float) -> None:
     """Blocking: refuse new connections, then wait (up to ``timeout``) until other threads or processes
-    have accepted the queued ones. The caller closes ``sock`` afterwards."""
+    (the Gunicorn workers, or the event loop when run with ``asyncio.to_thread``) have accepted the queued
+    ones. The caller closes ``sock`` afterwards."""
     if not refuse_new_connections(sock):
         return
     started = time.monotonic()

@@ -6,9 +6,12 @@ embedded servers do not collide). Components report through small observers the 
 
 Requests are counted by `RequestMetrics`, on the hot path of every front-end: an observation is a dict
 lookup and two integer additions, no lock (front-ends call it on the event loop only), and every exported
-family (ours and TF Serving's names) is computed from those counts at scrape time. TF Serving's families
-keep its exact series names (``:tensorflow:serving:request_count``...); its counters are exported untyped,
-as prometheus_client would otherwise append ``_total`` to a counter's name. See docs/operations.md.
+family (ours and TF Serving's names) is computed from those counts at scrape time. Clients choose the
+model names they send, so the label sets are bounded: a model the server does not serve is counted as
+``model="<unknown>"``, and past ``MAX_REQUEST_SERIES`` label sets new ones go to ``model="(other)"``.
+TF Serving's families keep its exact series names (``:tensorflow:serving:request_count``...); its
+counters are exported untyped, as prometheus_client would otherwise append ``_total`` to a counter's name.
+See docs/operations.md.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from bisect import bisect_left
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -41,7 +44,10 @@ _LATENCY_BOUNDS_US = tuple(10.0 * 1.8**i for i in range(32))
 _LATENCY_BOUNDS_S = tuple(bound / 1e6 for bound in _LATENCY_BOUNDS_US)
 # TF Serving's batching queue delay buckets (batching_session.cc: Exponential(100 µs, 1.2)), up to ~1 s.
 _QUEUING_BOUNDS_US = tuple(100.0 * 1.2**i for i in range(51))
-_MAX_REQUEST_SERIES = 10_000  # past this many label sets, new ones are counted under model="(other)"
+# Request label sets kept (each holds a latency histogram): past this, new ones count as model="(other)".
+MAX_REQUEST_SERIES = 1_000
+UNKNOWN_MODEL = "<unknown>"  # the model label of requests for a model the server does not serve
+OTHER_SERIES = "(other)"
 
 # The canonical code of a REST reply's HTTP status, for TF Serving's ``status`` label (the inverse of
 # errors.HTTP_STATUS; where several codes share a status, the usual one).
@@ -104,9 +110,16 @@ class ServerMetrics:
         self.registry.register(self.requests)
         self.registry.register(self.loads)
 
-    def watch_versions(self, statuses: Callable[[], list[VersionStatus]], budget_bytes: int | None) -> None:
-        """Export every version's state and memory, read from the manager at scrape time."""
+    def watch_versions(
+        self,
+        statuses: Callable[[], list[VersionStatus]],
+        budget_bytes: int | None,
+        model_names: Callable[[], Collection[str]] | None = None,
+    ) -> None:
+        """Export every version's state and memory, read from the manager at scrape time; requests for
+        a model not among ``model_names()`` are counted as ``model="<unknown>"``."""
         self.registry.register(_VersionCollector(statuses, budget_bytes))
+        self.requests.known_models = model_names
 
     def batch_observer(self, model: str, version: int) -> VersionBatchMetrics:
         return VersionBatchMetrics(self, model, str(version))
@@ -214,9 +227,11 @@ class RequestMetrics:
     where scrapes are rendered too.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, known_models: Callable[[], Collection[str]] | None = None) -> None:
         self._series: dict[tuple[str, str, str, str, str], _Series] = {}
         self.in_flight: dict[str, int] = {"rest": 0, "grpc": 0}
+        # The models served now (asked only when a label set is new); None: every name is counted as sent.
+        self.known_models = known_models
 
     def observe(self, model: str, version: str, api: str, protocol: str, code: str, seconds: float) -> None:
         key = (model, version, api, protocol, code)
@@ -227,13 +242,15 @@ class RequestMetrics:
         series.seconds += seconds
 
     def _add(self, key: tuple[str, str, str, str, str]) -> _Series:
-        if len(self._series) >= _MAX_REQUEST_SERIES:  # unknown model names must not grow memory forever
-            key = ("(other)", "", *key[2:])
-            found = self._series.get(key)
-            if found is not None:
-                return found
-        series = self._series[key] = _Series()
-        return series
+        """The series of a label set seen for the first time, or the bounded one it is counted under."""
+        if self.known_models is not None and key[0] not in self.known_models():
+            key = (UNKNOWN_MODEL, "", *key[2:])
+        elif len(self._series) >= MAX_REQUEST_SERIES:
+            key = (OTHER_SERIES, "", *key[2:])
+        found = self._series.get(key)
+        if found is None:
+            found = self._series[key] = _Series()
+        return found
 
     def collect(self) -> Iterator[Metric]:
         """Our families and TF Serving's, aggregated from the same counts."""
@@ -307,10 +324,12 @@ def _cumulative(merged: list[float], bounds: Sequence[float]) -> list[tuple[str,
 
 
 class _BatchingSeries:
-    """TF Serving's batching histograms of one model: queue delay (µs) and batch sizes."""
+    """TF Serving's batching histograms of one model: queue delay (µs) and batch sizes.
 
-    def __init__(self, lock: threading.Lock) -> None:
-        self._lock = lock
+    Its own lock: the batch threads of one model's versions share it, other models' never wait on it."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
         self.queuing = [0] * (len(_QUEUING_BOUNDS_US) + 1)
         self.queuing_us = 0.0
         self.input_sizes = [0] * (len(_BATCH_SIZE_BUCKETS) + 1)
@@ -319,7 +338,7 @@ class _BatchingSeries:
         self.processed_rows = 0
 
     def batch_ran(self, rows: int, padded_rows: int, queue_delays: Sequence[float]) -> None:
-        with self._lock:  # batch threads of several versions report at once
+        with self.lock:  # batch threads of several versions report at once
             self.input_sizes[bisect_left(_BATCH_SIZE_BUCKETS, rows)] += 1
             self.input_rows += rows
             self.processed_sizes[bisect_left(_BATCH_SIZE_BUCKETS, padded_rows)] += 1
@@ -332,7 +351,8 @@ class _BatchingSeries:
 
 class LoadMetrics:
     """Model loads (TF Serving's ``:tensorflow:cc:saved_model:*``, ours per version) and TF Serving's
-    batching families; reported from loader and batch threads, so every update takes a lock."""
+    batching families; reported from loader and batch threads, so every update takes a lock: ``_lock``
+    for loads and the table of models, each model's own for its batches."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -354,19 +374,20 @@ class LoadMetrics:
         with self._lock:
             series = self._batching.get(model)
             if series is None:
-                series = self._batching[model] = _BatchingSeries(self._lock)
+                series = self._batching[model] = _BatchingSeries()
             return series
 
     def collect(self) -> Iterator[Metric]:
         with self._lock:
             load_us, attempts, last = dict(self._load_us), dict(self._attempts), dict(self._last)
-            batching = {
-                model: (
+            models = list(self._batching.items())
+        batching = {}
+        for model, s in models:
+            with s.lock:
+                batching[model] = (
                     list(s.queuing), s.queuing_us, list(s.input_sizes), s.input_rows,
                     list(s.processed_sizes), s.processed_rows,
-                )
-                for model, s in self._batching.items()
-            }  # fmt: skip
+                )  # fmt: skip
         latency = UnknownMetricFamily(
             ":tensorflow:cc:saved_model:load_latency",
             "Latency in microseconds for SavedModels that were successfully loaded (TF Serving's counter).",

@@ -260,7 +260,8 @@ class ModelServer:
             make_loader(
                 self.runtime_settings,
                 self.batching,
-                self.metrics,
+                # Loads and batches are observed only where they can be scraped: no cost otherwise.
+                self.metrics if self.monitoring.prometheus_enabled else None,
                 WarmupOptions(
                     enabled=options.enable_model_warmup, iterations=options.num_request_iterations_for_warmup
                 ),
@@ -272,8 +273,9 @@ class ModelServer:
             max_load_retries=options.max_num_load_retries,
             load_retry_interval=options.load_retry_interval_micros / 1e6,
         )
-        self.metrics.watch_versions(self.manager.all_statuses, budget)
-        self.health = Health(self.manager)
+        self.metrics.watch_versions(self.manager.all_statuses, budget, self.manager.model_names)
+        # Ready once the startup config's models are available; models added by a reload do not count.
+        self.health = Health(self.manager, required=[model.name for model in self.config.models])
         timeout = options.rest_api_timeout_in_ms / 1000 if options.rest_api_timeout_in_ms else None
         self.service = InferenceService(
             self.manager,
@@ -283,15 +285,14 @@ class ModelServer:
                 timeout_seconds=timeout,
             ),
         )
+        # Base paths that are URLs (s3://...) are listed remotely and loaded from a local cache.
+        self.storage = StorageRepositories(options.storage_cache_dir, held_by(self.manager.all_statuses))
         self.source = FileSystemSource(
             self.config.models,
             self.manager.set_aspired_versions,
             poll_wait_seconds=options.file_system_poll_wait_seconds,
             settle_seconds=options.version_settle_seconds,
-            # Base paths that are URLs (s3://...) are listed remotely and loaded from a local cache.
-            open_repository=StorageRepositories(
-                options.storage_cache_dir, held_by(self.manager.all_statuses)
-            ).open,
+            open_repository=self.storage.open,
         )
         self._stop = asyncio.Event()
         self._reloading = asyncio.Lock()
@@ -332,7 +333,17 @@ class ModelServer:
                 "memory budget for model versions: %s", format_bytes(self.manager.memory_guard.budget_bytes)
             )
         self.manager.set_models(self.config.models)
-        self.source.start()
+        # The first poll downloads the initial versions of URL base paths: off the event loop, so that
+        # SIGTERM is handled meanwhile; it stops the source, which abandons the downloads.
+        starting = asyncio.ensure_future(asyncio.to_thread(self.source.start))
+        stopping = asyncio.ensure_future(self._stop.wait())
+        await asyncio.wait((starting, stopping), return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not starting.done():
+            await asyncio.to_thread(self.source.stop)
+        await starting
+        # Cached copies of models dropped from the config while the server was down.
+        await asyncio.to_thread(self.storage.sweep_unused, self.config.models)
         # Loads run on loader threads; wait for them without blocking the event loop.
         await asyncio.to_thread(self.manager.wait_until_settled)
         for status in self.manager.all_statuses():
@@ -497,7 +508,7 @@ class ModelServer:
         # No new versions or configs from here on; a reload in flight returns once the manager closes.
         if self._watcher is not None:
             await self._watcher.stop()
-        self.source.stop()
+        await asyncio.to_thread(self.source.stop)  # abandons a download in progress; never blocks the loop
 
         # 2. Stop accepting on every front-end at once, then drain each within the grace period.
         draining = []

@@ -1,10 +1,12 @@
 """Small HTTP/1.1 servers with known behaviour, each in its own process, for bench's tests.
 
-``python bench_servers.py READY_FILE [--delay S] [--stall-at S --stall-for S] [--fail-every N] [--close]``
-answers every request after ``--delay`` seconds (concurrently: an asyncio sleep), once freezes every answer
-for ``--stall-for`` seconds starting ``--stall-at`` seconds after its first request (a GC pause, a slow
-disk), answers 500 to every ``--fail-every``-th request, never answers ``/hang``, and with ``--close`` closes
-each connection after one reply. It writes its port to READY_FILE once listening.
+``python bench_servers.py READY_FILE [--delay S] [--max-concurrent N] [--stall-at S --stall-for S]
+[--fail-every N] [--close]`` answers every request after ``--delay`` seconds (concurrently: an asyncio sleep;
+with ``--max-concurrent``, at most N at once and the others queue in order, so its capacity is N / delay
+requests/s), once freezes every answer for ``--stall-for`` seconds starting ``--stall-at`` seconds after its
+first request (a GC pause, a slow disk), answers 500 to every ``--fail-every``-th request, never answers
+``/hang``, answers ``/count`` at once with the number of other requests answered so far, and with
+``--close`` closes each connection after one reply. It writes its port to READY_FILE once listening.
 """
 
 from __future__ import annotations
@@ -27,9 +29,23 @@ class _Behaviour:
     def __init__(self, options: argparse.Namespace) -> None:
         self.options = options
         self.count = 0
+        self.answered = 0
         self.first: float | None = None
+        self.slots = asyncio.Semaphore(options.max_concurrent) if options.max_concurrent else None
 
     async def answer(self, path: bytes) -> bytes:
+        if path == b"/count":
+            body = str(self.answered).encode()
+            return b"HTTP/1.1 200 OK\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+        if self.slots is None:
+            reply = await self._answer(path)
+        else:
+            async with self.slots:
+                reply = await self._answer(path)
+        self.answered += 1
+        return reply
+
+    async def _answer(self, path: bytes) -> bytes:
         self.count += 1
         number = self.count
         now = time.monotonic()
@@ -84,6 +100,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("ready_file")
     parser.add_argument("--delay", type=float, default=0.0)
+    parser.add_argument("--max-concurrent", type=int, default=0)
     parser.add_argument("--stall-at", type=float)
     parser.add_argument("--stall-for", type=float, default=0.3)
     parser.add_argument("--fail-every", type=int, default=0)

@@ -87,3 +87,11 @@ def test_pacer_keeps_intended_times_when_every_sender_is_busy() -> None:
     latencies = [stall_end - intended for intended, _ in due]
     assert max(latencies) == pytest.approx(0.29)
     assert pacer.late == 0  # waiting for a busy sender is not the generator's lateness
+
+
+def test_pacer_lists_the_sends_still_due_before_a_cut_without_counting_them_as_issued() -> None:
+    pacer = Pacer(constant_offsets(10.0), start=100.0)
+    assert pacer.next(100.0) == (100.0, 0.0)
+    unsent = list(pacer.unsent_before(100.35))
+    assert unsent == pytest.approx([100.1, 100.2, 100.3])
+    assert pacer.issued == 1

@@ -57,6 +57,7 @@ def test_merging_encoded_histograms_equals_one_histogram_of_everything() -> None
 
 def test_empty_histogram_reports_nan_and_out_of_range_values_are_clamped() -> None:
     assert all(math.isnan(value) for value in LatencyHistogram().summary_ms().values())
+    assert math.isnan(LatencyHistogram().percentile_ms(99.0))  # no latency, not a latency of 0 ms
     histogram = LatencyHistogram()
     histogram.record_seconds(0.0)  # below 1 µs
     histogram.record_seconds(3600.0)  # above 60 s

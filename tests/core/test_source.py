@@ -4,24 +4,14 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
+from core.source_recorder import Recorder
+
 from modelserve.config.model_config import ModelConfig, VersionPolicy
-from modelserve.core.source import AspiredVersion, FileSystemSource, look_at
+from modelserve.core.source import FileSystemSource, look_at
 
 SETTLE = 0.2
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, list[AspiredVersion]]] = []
-
-    def __call__(self, model: str, versions: Sequence[AspiredVersion]) -> None:
-        self.calls.append((model, list(versions)))
-
-    def last(self) -> list[int]:
-        return [v.version for v in self.calls[-1][1]]
 
 
 def write_version(base: Path, version: int, payload: bytes = b"weights") -> Path:

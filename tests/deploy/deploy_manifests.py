@@ -99,6 +99,18 @@ def container_port(deployment: Manifest, port: int | str) -> int:
     return int(numbers[0])
 
 
+_QUANTITY_UNITS = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 10**3, "M": 10**6, "G": 10**9}
+
+
+def quantity_bytes(quantity: str | int) -> int:
+    """A Kubernetes quantity of bytes (``4Gi``, ``256Mi``, ``500M``, ``1024``) as a number of bytes."""
+    text = str(quantity)
+    for unit, factor in _QUANTITY_UNITS.items():
+        if text.endswith(unit):
+            return int(float(text[: -len(unit)]) * factor)
+    return int(text)
+
+
 def flag(args: list[str], name: str) -> str:
     """The value of ``--name=value`` among a container's args."""
     values = [arg.split("=", 1)[1] for arg in args if arg.startswith(f"{name}=")]

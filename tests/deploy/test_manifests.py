@@ -42,6 +42,7 @@ from deploy_manifests import (
     last,
     load_documents,
     localize,
+    quantity_bytes,
     render,
 )
 from kubernetes_validate.utils import all_versions
@@ -52,8 +53,10 @@ from modelserve.config.text_files import (
     parse_model_server_config,
     read_monitoring_config,
 )
+from modelserve.frontends.rest.http_server import FLUSH_SECONDS
 from modelserve.gateway import load_handler
 from modelserve.gateway.command import options_from_args
+from modelserve.gateway.gunicorn_app import stop_seconds
 
 # The gateway tests' harness: a real `modelserve gateway` subprocess with a ready file.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "gateway"))
@@ -233,16 +236,48 @@ def test_disruption_budgets_and_the_autoscaler_select_the_deployments(base: list
     assert "cpu" in container(gateway)["resources"]["requests"], "CPU utilisation is relative to the request"
 
 
-def test_the_grace_period_covers_the_endpoint_delay_and_the_drain(base: list[Manifest]) -> None:
-    for component, drain_flag in ((SERVER, "--drain_timeout_seconds"), (GATEWAY, "--graceful-timeout")):
-        deployment = find(base, "Deployment", component)
+_UNLOAD_MARGIN_SECONDS = 5.0  # the model server's unload after its drain, and the kubelet's own delays
+
+
+def longest_stop(component: str, args: list[str]) -> float:
+    """Seconds from SIGTERM to exit at worst, as each program bounds its stop."""
+    if component == SERVER:  # the drain, then the cancelled requests' 503s are flushed
+        return float(flag(args, "--drain_timeout_seconds")) + FLUSH_SECONDS
+    return stop_seconds(options_from_args(build_parser().parse_args(args)))
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_grace_period_covers_the_endpoint_delay_and_the_whole_stop(overlay: str) -> None:
+    for deployment in (m for m in render(KUBERNETES / overlay) if m["kind"] == "Deployment"):
+        component = deployment["metadata"]["name"]
         pre_stop = container(deployment)["lifecycle"]["preStop"]["exec"]["command"]
         assert pre_stop[0] == "sleep"
-        drain = float(flag(container(deployment)["args"], drain_flag))
-        assert (
-            deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
-            > float(pre_stop[1]) + drain
-        )
+        needed = float(pre_stop[1]) + longest_stop(component, container(deployment)["args"])
+        grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+        assert grace >= needed + _UNLOAD_MARGIN_SECONDS, (component, grace, needed)
+
+
+_DISK_MARGIN = 512 * 2**20  # logs and the writable layer, beside the emptyDir volumes
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_ephemeral_storage_limit_holds_every_emptydir(overlay: str) -> None:
+    """emptyDir volumes count toward the pod's ephemeral-storage (on disk) or its memory (medium Memory):
+    a limit below their sizes gets the pod evicted once they fill."""
+    for deployment in (m for m in render(KUBERNETES / overlay) if m["kind"] == "Deployment"):
+        name = deployment["metadata"]["name"]
+        empty_dirs = [
+            v["emptyDir"] for v in deployment["spec"]["template"]["spec"]["volumes"] if "emptyDir" in v
+        ]
+        assert all("sizeLimit" in e for e in empty_dirs), f"{name}: an emptyDir without sizeLimit"
+        on_disk = sum(quantity_bytes(e["sizeLimit"]) for e in empty_dirs if e.get("medium") != "Memory")
+        in_memory = sum(quantity_bytes(e["sizeLimit"]) for e in empty_dirs if e.get("medium") == "Memory")
+        limits = container(deployment)["resources"]["limits"]
+        if on_disk:
+            assert "ephemeral-storage" in limits, f"{name}: emptyDirs on disk but no ephemeral-storage limit"
+            assert quantity_bytes(limits["ephemeral-storage"]) >= on_disk + _DISK_MARGIN, name
+        if in_memory:
+            assert quantity_bytes(limits["memory"]) > in_memory, name
 
 
 # --- a real model server and gateway answer what the manifests probe -----------------------------------------

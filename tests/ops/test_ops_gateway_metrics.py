@@ -3,7 +3,9 @@ per-run multiprocess folder that is removed when the gateway stops."""
 
 from __future__ import annotations
 
+import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -68,3 +70,61 @@ def test_gateway_metrics_sum_every_worker(start_server: Any, digits_repo: Path, 
     finally:
         assert gateway.stop() == 0
     assert not folder.exists()
+
+
+def test_a_dead_workers_counts_stay_and_its_files_go(
+    start_server: Any, digits_repo: Path, tmp_path: Path
+) -> None:
+    """Worker restarts must not pile files up in the (memory-backed) temp folder, nor lose counts; a
+    made-up method is counted as ``other``."""
+    server = start_server("--model_name=digits", f"--model_base_path={digits_repo}")
+    handler = write_handler(tmp_path, DIGITS_HANDLER, "ops_restart_handler.py")
+    workdir = tmp_path / "gateway"
+    workdir.mkdir()
+    gateway = GatewayProcess([str(handler), "--model-server", server.url, "--workers", "1"], workdir).start()
+    try:
+        assert gateway.process is not None
+        master = psutil.Process(gateway.process.pid)
+        (first,) = [child.pid for child in master.children()]
+        (gauges,) = Path(tempfile.gettempdir()).glob(f"modelserve-gateway-metrics-*/gauge_livesum_{first}.db")
+        folder = gauges.parent
+        body = {"pixels": np.ones((1, 64)).tolist()}
+        for _ in range(3):
+            assert requests.post(f"{gateway.url}/predict", json=body, timeout=10).status_code == 200
+        assert requests.request("BREW", f"{gateway.url}/predict", timeout=10).status_code in (400, 405)
+        psutil.Process(first).kill()
+        deadline = time.monotonic() + 30
+        while not (set(child.pid for child in master.children()) - {first}):
+            assert time.monotonic() < deadline, "Gunicorn did not restart the worker"
+            time.sleep(0.05)
+        deadline = time.monotonic() + 30
+        while True:  # the new worker boots
+            try:
+                if requests.get(f"{gateway.url}/healthz", timeout=10).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            assert time.monotonic() < deadline, "the new worker never answered"
+            time.sleep(0.05)
+        assert not list(folder.glob(f"*_{first}.db")), sorted(p.name for p in folder.iterdir())
+        samples = scrape(gateway.url)
+        total = "modelserve_gateway_requests_total"
+        assert samples[(total, (("code", "200"), ("method", "POST"), ("route", "handler")))] == 3
+        methods = {dict(labels)["method"] for name, labels in samples if name == total}
+        assert "BREW" not in methods and "other" in methods
+    finally:
+        assert gateway.stop() == 0
+
+
+def test_constructing_the_gateway_application_changes_nothing_in_the_process(tmp_path: Path) -> None:
+    """Multiprocess mode is set up around the master's run only: an embedder's process is left alone."""
+    from prometheus_client import values
+
+    from modelserve.gateway.gunicorn_app import GatewayApplication
+    from modelserve.gateway.options import GatewayOptions
+
+    handler = write_handler(tmp_path, DIGITS_HANDLER, "ops_embedded_handler.py")
+    environment, value_class = dict(os.environ), values.ValueClass
+    GatewayApplication(GatewayOptions(handler=str(handler)))
+    assert dict(os.environ) == environment
+    assert values.ValueClass is value_class

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import time
 from typing import Any
 
 import boto3
@@ -56,7 +57,9 @@ class CuttableProxy:
 
     While cut, open connections are closed and new ones are accepted and closed at once (what a client
     sees of a storage endpoint that went away). ``listings`` counts the S3 list requests forwarded, so a
-    test can wait until the model server has polled.
+    test can wait until the model server has polled. ``throttle`` slows down what storage sends (a slow
+    download); ``deny`` answers 403 to every GET of the object keys holding a string (an object that can
+    never be read), counted in ``denied``.
     """
 
     def __init__(self, target: tuple[str, int]) -> None:
@@ -69,6 +72,9 @@ class CuttableProxy:
         self._cut = False
         self.listings = 0
         self.refused = 0  # connections turned away while cut
+        self.bytes_per_second: int | None = None
+        self.denied_keys: tuple[bytes, ...] = ()
+        self.denied = 0
         self._closed = False
         threading.Thread(target=self._accept, name="s3-proxy", daemon=True).start()
 
@@ -78,6 +84,14 @@ class CuttableProxy:
             doomed, self._open = self._open, set()
         for sock in doomed:
             _close(sock)
+
+    def throttle(self, bytes_per_second: int | None) -> None:
+        """Forward at most ``bytes_per_second`` from storage on each connection (None: full speed)."""
+        self.bytes_per_second = bytes_per_second
+
+    def deny(self, *key_parts: str) -> None:
+        """Answer 403 AccessDenied to every GET of an object whose key holds one of ``key_parts``."""
+        self.denied_keys = tuple(part.encode() for part in key_parts)
 
     def restore(self) -> None:
         with self._lock:
@@ -115,7 +129,19 @@ class CuttableProxy:
                 if from_client:
                     with self._lock:
                         self.listings += data.count(b"list-type=2")
-                sink.sendall(data)
+                    if self._is_denied(data):
+                        source.sendall(_ACCESS_DENIED)
+                        return
+                    sink.sendall(data)
+                    continue
+                rate = self.bytes_per_second
+                if rate is None:
+                    sink.sendall(data)
+                    continue
+                piece = max(1, rate // 20)
+                for start in range(0, len(data), piece):
+                    sink.sendall(data[start : start + piece])
+                    time.sleep(piece / rate)
         except OSError:
             pass
         finally:
@@ -123,6 +149,21 @@ class CuttableProxy:
                 self._open -= {source, sink}
             _close(source)
             _close(sink)
+
+    def _is_denied(self, data: bytes) -> bool:
+        request_line = data.split(b"\r\n", 1)[0]
+        if not request_line.startswith(b"GET ") or not any(k in request_line for k in self.denied_keys):
+            return False
+        with self._lock:
+            self.denied += 1
+        return True
+
+
+_DENIED_BODY = b"<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>"
+_ACCESS_DENIED = (
+    b"HTTP/1.1 403 Forbidden\r\nContent-Type: application/xml\r\nConnection: close\r\n"
+    b"Content-Length: " + str(len(_DENIED_BODY)).encode() + b"\r\n\r\n" + _DENIED_BODY
+)
 
 
 def _close(sock: socket.socket) -> None:

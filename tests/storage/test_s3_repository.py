@@ -7,7 +7,11 @@ storage off and count the polls; the test uploads straight to moto. Version ``N`
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -43,8 +47,16 @@ def cached(cache: Path, version: int) -> Path | None:
     return found[0] if found else None
 
 
-def onnx_files(value: float) -> dict[str, bytes]:
-    return {"model.onnx": add_model_bytes(value)}
+def onnx_files(value: float, pad_floats: int = 0) -> dict[str, bytes]:
+    return {"model.onnx": add_model_bytes(value, pad_floats=pad_floats)}
+
+
+def partial_downloads(cache: Path) -> list[Path]:
+    return list(cache.glob("m/*/.partial-*"))
+
+
+SLOW_BYTES_PER_SECOND = 100_000
+BIG_FLOATS = 750_000  # a 3 MB model: about 30 s at SLOW_BYTES_PER_SECOND
 
 
 def external_data_files(value: float) -> dict[str, bytes]:
@@ -127,16 +139,23 @@ def outage_lines(log: str) -> list[str]:
 def test_an_incomplete_upload_is_not_loaded_before_it_settles(
     s3_server: S3Server, s3_proxy: CuttableProxy, start_server: Any, tmp_path: Path
 ) -> None:
+    settle = 8.0  # room for two 1 s polls on a loaded machine; the version then loads after it
     prefix = "incomplete/m"
     s3_server.upload(prefix, 1, external_data_files(1))
-    server = start_server(*serve_flags(prefix, tmp_path / "cache", settle=3))
+    server = start_server(*serve_flags(prefix, tmp_path / "cache", settle=settle))
     assert predict(server.url) == 1
 
     files = external_data_files(2)
-    listings = s3_proxy.listings
     s3_server.upload(prefix, 2, {"model.onnx": files["model.onnx"]})  # the graph, not yet its weights
+    uploaded, listings = time.monotonic(), s3_proxy.listings  # every listing from now on sees the graph
     wait_for(lambda: s3_proxy.listings >= listings + 2, what="two polls that saw half of version 2")
-    assert 2 not in statuses(server.url, "m")
+    seen = statuses(server.url, "m")
+    # Before the settle time nothing may load it; after it, it would load rightly: then this run proves
+    # nothing, and says so rather than pass or fail by chance.
+    assert time.monotonic() - uploaded < settle, (
+        "the machine was too slow for two polls within the settle time"
+    )
+    assert 2 not in seen
     assert predict(server.url) == 1
 
     s3_server.upload(prefix, 2, {"weights.bin": files["weights.bin"]})
@@ -186,3 +205,77 @@ def test_a_restart_reuses_the_cache_unless_storage_changed(
     s3_server.upload(prefix, 1, replacement)
     third = start_server(*serve_flags(prefix, cache))
     assert predict(third.url) == 1.5
+
+
+def test_a_restart_sweeps_the_copies_of_a_base_path_no_longer_configured(
+    s3_server: S3Server, s3_proxy: CuttableProxy, start_server: Any, tmp_path: Path
+) -> None:
+    cache = tmp_path / "cache"
+    s3_server.upload("sweep-old/m", 1, onnx_files(1))
+    s3_server.upload("sweep-new/m", 1, onnx_files(2))
+    first = start_server(*serve_flags("sweep-old/m", cache))
+    assert predict(first.url) == 1
+    old_copy = cached(cache, 1)
+    assert old_copy is not None
+    assert first.stop() == 0
+
+    # Model m now lives under another prefix: the old prefix's copy is no longer named by the config.
+    second = start_server(*serve_flags("sweep-new/m", cache))
+    assert predict(second.url) == 2
+    assert not old_copy.exists(), "the copy of the old base path is swept at startup"
+    new_copy = cached(cache, 1)
+    assert new_copy is not None and new_copy != old_copy
+    assert "removed cached copies no model of the config uses" in second.log()
+
+
+def test_a_stop_during_a_slow_download_exits_at_once_and_leaves_nothing(
+    s3_server: S3Server, s3_proxy: CuttableProxy, start_server: Any, tmp_path: Path
+) -> None:
+    prefix, cache = "slow/m", tmp_path / "cache"
+    s3_server.upload(prefix, 1, onnx_files(1))
+    server = start_server(*serve_flags(prefix, cache))
+    assert predict(server.url) == 1
+
+    s3_proxy.throttle(SLOW_BYTES_PER_SECOND)
+    s3_server.upload(prefix, 2, onnx_files(2, pad_floats=BIG_FLOATS))
+    wait_for(lambda: partial_downloads(cache), timeout=30, what="version 2 being downloaded")
+    for _ in range(20):  # the loaded version keeps answering while the next one downloads
+        started = time.monotonic()
+        assert predict(server.url) == 1
+        assert time.monotonic() - started < 2
+    assert partial_downloads(cache), "still downloading: the requests above overlapped the download"
+    assert 2 not in statuses(server.url, "m")
+
+    started = time.monotonic()
+    assert server.stop(timeout=20) == 0
+    assert time.monotonic() - started < 5, "SIGTERM waited for the download"
+    assert partial_downloads(cache) == [], "the abandoned download is cleaned up"
+    assert cached(cache, 2) is None
+    assert "downloaded model=m version=2" not in server.log()
+
+
+def test_a_stop_during_the_downloads_at_startup_exits_at_once(
+    s3_server: S3Server, s3_proxy: CuttableProxy, tmp_path: Path
+) -> None:
+    prefix, cache = "slow-start/m", tmp_path / "cache"
+    s3_server.upload(prefix, 1, onnx_files(1, pad_floats=BIG_FLOATS))
+    s3_proxy.throttle(SLOW_BYTES_PER_SECOND)
+    command = [
+        sys.executable, "-m", "modelserve", "serve", "--rest_api_host=127.0.0.1", "--grpc_host=127.0.0.1",
+        "--ephemeral_ports", f"--ready_file={tmp_path / 'ready.json'}", *serve_flags(prefix, cache),
+    ]  # fmt: skip
+    with (tmp_path / "server.log").open("wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: partial_downloads(cache), timeout=60, what="version 1 being downloaded at startup")
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=20)
+        elapsed = time.monotonic() - started
+    finally:
+        process.kill()
+        process.wait()
+    output = (tmp_path / "server.log").read_text()
+    assert code == 0, output
+    assert elapsed < 5, f"SIGTERM at startup waited {elapsed:.1f}s for the download"
+    assert partial_downloads(cache) == [] and cached(cache, 1) is None

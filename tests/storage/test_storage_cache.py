@@ -6,6 +6,7 @@ Storage here is a ``file://`` URL (fsspec's local file system): the same code pa
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,8 @@ import pytest
 from modelserve.errors import FailedPrecondition
 from modelserve.storage.cache import CacheDirectory, VersionCache
 from modelserve.storage.remote import RemoteLocation
+
+NOT_STOPPING = threading.Event()
 
 
 def write_version(base: Path, version: int, files: dict[str, bytes]) -> None:
@@ -36,7 +39,7 @@ def cache_root(tmp_path: Path) -> CacheDirectory:
 
 def fetch(location: RemoteLocation, cache: VersionCache, version: int) -> Path:
     listing = location.list_versions()[version]
-    return cache.store(listing, lambda folder: location.download(listing, folder))
+    return cache.store(listing, lambda folder: location.download(listing, folder, NOT_STOPPING))
 
 
 def test_a_download_lands_complete_and_is_found_again(storage: Path, cache_root: CacheDirectory) -> None:
@@ -57,7 +60,7 @@ def test_a_download_interrupted_midway_leaves_no_version(storage: Path, cache_ro
     listing = location.list_versions()[1]
     (storage / "1" / "variables" / "data").unlink()  # gone from storage after it was listed
     with pytest.raises(OSError):
-        cache.store(listing, lambda folder: location.download(listing, folder))
+        cache.store(listing, lambda folder: location.download(listing, folder, NOT_STOPPING))
     assert cache.versions() == set()
     assert cache.lookup(1, listing.fingerprint) is None
     assert [p.name for p in cache.directory.iterdir() if p.name != ".url"] == [], "no partial folder left"
@@ -69,7 +72,7 @@ def test_a_file_rewritten_during_the_download_is_refused(storage: Path, cache_ro
     listing = location.list_versions()[1]
     (storage / "1" / "model.onnx").write_bytes(b"a longer graph being uploaded")
     with pytest.raises(OSError, match=r"bytes, expected|changed while"):
-        cache.store(listing, lambda folder: location.download(listing, folder))
+        cache.store(listing, lambda folder: location.download(listing, folder, NOT_STOPPING))
     assert cache.lookup(1, listing.fingerprint) is None
 
 
@@ -107,7 +110,32 @@ def test_a_new_copy_replaces_the_old_one_without_writing_into_it(
     assert new == old and (new / "model.onnx").read_bytes() == b"graph v1 fixed"
     assert held.read() == b"graph", "the old file was replaced, not overwritten"
     held.close()
-    assert sorted(p.name for p in cache.directory.iterdir()) == [".url", "1", "1.json"]
+    # A runtime that opens files lazily (ONNX external data) still finds the old ones until the version
+    # is no longer held: the repository deletes them then (test_storage_remote.py).
+    (renamed, version), *others = cache.old_copies().items()
+    assert version == 1 and others == []
+    assert (renamed / "variables" / "data").read_bytes() == b"weights" * 100
+    assert sorted(p.name for p in cache.directory.iterdir()) == [renamed.name, ".url", "1", "1.json"]
+
+
+def test_a_sweep_at_startup_removes_only_unused_copies(storage: Path, tmp_path: Path) -> None:
+    location = RemoteLocation(storage.as_uri())
+    first = CacheDirectory(tmp_path / "cache")
+    for model, url in (("m", location.url), ("dropped", location.url), ("m", location.url + "/moved")):
+        fetch(location, first.for_model(model, url), 1)
+    (tmp_path / "cache" / "notes").mkdir()  # not ours: no .url file
+    (tmp_path / "cache" / "notes" / "todo").mkdir()
+    del first  # the process ends: its cache lock goes with it
+
+    again = CacheDirectory(tmp_path / "cache")
+    opened = again.for_model("opened-now", location.url)
+    fetch(location, opened, 1)
+    removed = again.sweep([("m", location.url)])
+    assert sorted(p.relative_to(again.root).parts[0] for p in removed) == ["dropped", "m"]
+    assert again.for_model("m", location.url).lookup(1, location.list_versions()[1].fingerprint) is not None
+    assert not (again.root / "dropped").exists()
+    assert opened.versions() == {1}, "a copy this process opened is never swept"
+    assert (again.root / "notes" / "todo").is_dir(), "folders the cache did not make are left alone"
 
 
 def test_remove_deletes_the_copy_and_then_the_empty_folders(

@@ -12,28 +12,17 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from core.source_recorder import Recorder
 
 from modelserve.config.model_config import ModelConfig, VersionPolicy
-from modelserve.core.source import AspiredVersion, FileSystemSource
+from modelserve.core.source import FileSystemSource
 from modelserve.errors import FailedPrecondition
 from modelserve.storage.repository import StorageRepositories
 
 SETTLE = 0.2
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, list[AspiredVersion]]] = []
-
-    def __call__(self, model: str, versions: Sequence[AspiredVersion]) -> None:
-        self.calls.append((model, list(versions)))
-
-    def last(self) -> list[int]:
-        return [v.version for v in self.calls[-1][1]]
 
 
 class Held:
@@ -228,3 +217,23 @@ def test_s3_without_s3fs_is_a_one_line_error_with_the_install_hint(tmp_path: Pat
     errors = [line for line in done.stderr.splitlines() if line.startswith("modelserve: error:")]
     assert len(errors) == 1 and "pip install 'modelserve[s3]'" in errors[0], done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_the_old_files_of_a_rewritten_version_stay_while_it_is_held(tmp_path: Path) -> None:
+    setup = Setup(tmp_path)
+    write_version(setup.storage, 1, b"old")
+    setup.source.poll_once()
+    setup.held.versions.add(("m", 1))  # loaded: a runtime may still open its files (ONNX external data)
+    write_version(setup.storage, 1, b"new weights")  # rewritten in place on storage
+    setup.source.poll_once()  # first sight of the rewrite: the quiet period starts
+    time.sleep(SETTLE + 0.05)
+    setup.source.poll_once()
+    (aspired,) = setup.recorder.calls[-1][1]
+    assert (aspired.path / "model.onnx").read_bytes() == b"new weights"
+    (old,) = setup.cache.glob("m/*/.old-1-*")
+    assert (old / "model.onnx").read_bytes() == b"old"
+    setup.source.poll_once()
+    assert old.exists(), "kept while the version is held"
+    setup.held.versions.clear()
+    setup.source.poll_once()
+    assert not old.exists()

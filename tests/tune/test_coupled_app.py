@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -105,3 +106,40 @@ def test_the_coupled_app_answers_as_the_stack_does(
     # Every worker holds its own model: two workers under the Gunicorn master.
     workers = psutil.Process(coupled.process.pid).children()
     assert len(workers) == 2
+
+
+def test_the_generated_gunicorn_conf_runs_the_coupled_app_under_its_worker_class(
+    tmp_path: Path, handler: Path, tiny_repo: Path
+) -> None:
+    from modelserve.tune.outputs import gunicorn_conf_text
+    from modelserve.tune.space import TrialConfig
+
+    conf = tmp_path / "gunicorn.conf.py"
+    conf.write_text(
+        gunicorn_conf_text(TrialConfig("coupled", "gevent", 1), timeout_s=30, graceful_timeout_s=5)
+    )
+    socket = tmp_path / "coupled.sock"
+    environment = {**os.environ, "MODELSERVE_HANDLER": str(handler), "MODELSERVE_MODEL_NAME": "tiny",
+                   "MODELSERVE_MODEL_BASE_PATH": str(tiny_repo)}  # fmt: skip
+    log = (tmp_path / "gunicorn.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-c", str(conf), f"--bind=unix:{socket}"],
+        env=environment, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path,
+    )  # fmt: skip
+    try:
+        client = httpx.Client(transport=httpx.HTTPTransport(uds=str(socket)), base_url="http://coupled")
+        deadline = time.monotonic() + 60
+        while True:  # the socket exists once the master binds; a worker answers once its model is loaded
+            assert process.poll() is None, (tmp_path / "gunicorn.log").read_text()
+            assert time.monotonic() < deadline, (tmp_path / "gunicorn.log").read_text()
+            try:
+                if client.get("/readyz", timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        assert client.post("/predict", json={"x": X}, timeout=30).status_code == 200
+        assert client.get("/stats", timeout=30).json()["gateway"]["worker_class"] == "gevent"
+    finally:
+        process.terminate()
+        assert process.wait(30) == 0, (tmp_path / "gunicorn.log").read_text()
+        log.close()

@@ -38,7 +38,7 @@ def test_the_space_from_flags() -> None:
 
 def test_a_running_stack_is_refused_with_the_reason(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["tune", "--url=http://127.0.0.1:8000"]) == 2
-    assert "restarted" in capsys.readouterr().err
+    assert "not implemented" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -85,6 +85,14 @@ class Pacer:
             return intended, 0.0
         return intended, wait
 
+    def unsent_before(self, end: float) -> Iterator[float]:
+        """The intended times not handed out yet before ``end``: a run cut short still counts them."""
+        for offset in self.offsets:
+            intended = self.start + offset
+            if intended >= end:
+                return
+            yield intended
+
     def sent(self, intended: float, now: float) -> None:
         """Record a send that waited for its intended time and happened at ``now``."""
         lateness = max(0.0, now - intended)

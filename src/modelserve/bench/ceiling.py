@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 
+from modelserve.bench.http1 import CONTENT_LENGTH
 from modelserve.bench.load import LoadResult, LoadSpec, ProgressSnapshot, RequestTemplate, run_load
 from modelserve.bench.spawn import child_connection, start_child, stop_child
 
 _REPLY = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok"
-_CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*(\d+)", re.IGNORECASE)
 START_TIMEOUT_S = 30.0
 
 
@@ -38,7 +37,7 @@ class _TrivialProtocol(asyncio.Protocol):
         self.buffer += data
         replies = 0
         while (end := self.buffer.find(b"\r\n\r\n")) >= 0:
-            found = _CONTENT_LENGTH.search(self.buffer, 0, end + 2)
+            found = CONTENT_LENGTH.search(self.buffer, 0, end + 2)
             size = end + 4 + (int(found.group(1)) if found else 0)
             if len(self.buffer) < size:
                 break

@@ -12,7 +12,7 @@ Examples::
 
     modelserve bench http://127.0.0.1:8501 --model tiny -c 32 -d 10
     modelserve bench grpc://127.0.0.1:8500 --model tiny --protocol v2 --rate 500 --arrival poisson
-    modelserve bench http://127.0.0.1:8000/predict --body @request.json \
+    modelserve bench http://127.0.0.1:8000/predict --body @request.json \\
         --stack-ready-file stack.json --json out.json
     modelserve bench --ceiling --processes 2
 """
@@ -43,7 +43,11 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument("url", nargs="?", help="http://host:port/path, or grpc://host:port")
     load = parser.add_argument_group("load")
-    load.add_argument("-c", "--concurrency", type=int, help="connections (open loop: the in-flight cap)")
+    load.add_argument(
+        "-c", "--concurrency", type=int,
+        help="HTTP: connections, each with one request in flight (default 8, --ceiling 64); gRPC: calls in "
+        "flight at once over one channel (one HTTP/2 connection) per process; open loop: the in-flight cap",
+    )  # fmt: skip
     load.add_argument("--rate", type=float, help="open loop at this many requests/s (default: closed loop)")
     load.add_argument("--arrival", choices=("constant", "poisson"), default="constant")
     load.add_argument("--seed", type=int, help="seed of Poisson arrivals and generated bodies")
@@ -51,7 +55,10 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     load.add_argument("--warmup", type=float, default=1.0, help="seconds before measuring (default 1)")
     load.add_argument("-n", "--requests", type=int, help="stop after this many measured requests")
     load.add_argument("-p", "--processes", type=int, default=1, help="load-generating processes (default 1)")
-    load.add_argument("--timeout", type=float, default=10.0, help="seconds before a request is an error")
+    load.add_argument(
+        "--timeout", type=float, default=10.0,
+        help="seconds from a request's start (open loop: its intended time) to its 'timeout' (default 10)",
+    )  # fmt: skip
     request = parser.add_argument_group("request")
     request.add_argument("-X", "--method", help="HTTP method (default POST with a body, else GET), "
                          "or the gRPC method path with a raw --body")  # fmt: skip
@@ -155,20 +162,10 @@ def run_bench(args: argparse.Namespace) -> int:
 
 
 def _run(spec: LoadSpec, args: argparse.Namespace) -> LoadResult:
-    if args.ceiling:
-        from modelserve.bench.ceiling import measure_ceiling
-
-        def run(progress: Any) -> LoadResult:
-            return measure_ceiling(spec.processes, spec.concurrency, spec.duration_s, spec.warmup_s, progress)
-    else:
-
-        def run(progress: Any) -> LoadResult:
-            return run_load(spec, progress)
-
     if args.no_progress:
-        return run(None)
+        return run_load(spec)
     with LiveProgress(spec.warmup_s + spec.duration_s) as live:
-        return run(live.update)
+        return run_load(spec, live.update)
 
 
 def _print(spec: LoadSpec, result: LoadResult, memory: MemoryResult | None, out: Any, err: Any) -> None:

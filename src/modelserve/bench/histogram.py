@@ -36,7 +36,9 @@ class LatencyHistogram:
         self.record_us(int(latency_s * 1e6 + 0.5))
 
     def percentile_ms(self, percentile: float) -> float:
-        """The latency below which ``percentile`` % of the recorded ones fall (0.0 when empty)."""
+        """The latency below which ``percentile`` % of the recorded ones fall (NaN when empty: no latency)."""
+        if self.count == 0:
+            return float("nan")
         return float(self._histogram.get_value_at_percentile(percentile)) / 1e3
 
     def summary_ms(self) -> dict[str, float]:

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-_CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*(\d+)", re.IGNORECASE)
+CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*(\d+)", re.IGNORECASE)
 _CHUNKED = re.compile(rb"\r\ntransfer-encoding:[^\r]*chunked", re.IGNORECASE)
 _CLOSE = re.compile(rb"\r\nconnection:[ \t]*close", re.IGNORECASE)
 _KEEP_ALIVE = re.compile(rb"\r\nconnection:[ \t]*keep-alive", re.IGNORECASE)
@@ -60,7 +60,7 @@ async def read_reply(reader: asyncio.StreamReader, head_only: bool = False) -> t
     keep_alive = _CLOSE.search(head) is None and (head[5:8] == b"1.1" or bool(_KEEP_ALIVE.search(head)))
     if head_only or status < 200 or status in (204, 304):
         return status, keep_alive
-    found = _CONTENT_LENGTH.search(head)
+    found = CONTENT_LENGTH.search(head)
     if found:
         await reader.readexactly(int(found.group(1)))
     elif _CHUNKED.search(head):

@@ -3,7 +3,9 @@
 Closed loop (``rate`` None): ``concurrency`` clients each send the next request as soon as the previous
 answer arrives. Open loop (``rate`` set): requests are sent on a constant or Poisson schedule and latency is
 measured from each intended send time; ``concurrency`` caps the requests in flight, and a send that must wait
-for a free slot keeps its intended time, so queueing shows in the latencies (see `arrivals`).
+for a free slot keeps its intended time, so queueing shows in the latencies (see `arrivals`). Either way
+``rps`` is the successes that arrived inside the measured window per second: what the server achieved,
+which an overloaded server keeps below the rate offered (the excess shows as timeouts and latency).
 
 Each worker process (`worker`) runs one asyncio loop; their HDR histograms are merged here. The run is
 *saturated* (a warning, and ``saturated=True``) when a worker's loop wanted a whole core for nearly the whole
@@ -14,6 +16,7 @@ figures describe the load generator, not the server.
 
 from __future__ import annotations
 
+import math
 import subprocess
 import time
 from collections.abc import Callable, Container
@@ -32,6 +35,7 @@ READY_TIMEOUT_S = 30.0
 STOP_GRACE_S = 5.0  # beyond the workers' own bound, before they are killed
 SATURATED_CPU = 0.9  # a worker loop wanting a core more than this share of the window is the bottleneck
 LATE_FRACTION = 0.05  # open loop: more sends than this later than the tolerance is the generator's fault
+OVERLOADED = 0.9  # open loop: successes/s below this share of the rate offered get a note
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,10 +123,10 @@ class ProgressSnapshot:
 class LoadResult:
     """The measured window, every worker merged."""
 
-    requests: int  # measured (after warm-up) answered requests, errors included
+    requests: int  # measured (after warm-up) requests, errors included (open loop: every one scheduled)
     errors: dict[str, int]  # by status: {"500": 3, "timeout": 1, "UNAVAILABLE": 2}
     duration_s: float  # the measured window
-    rps: float  # successful requests per second
+    rps: float  # successful requests that arrived inside the window, per second of it
     latency_ms: dict[str, float]  # keys "p50","p90","p99","p99.9","mean","max" (from the HDR histogram)
     saturated: bool  # the load generator itself was the limit (warned)
     notes: tuple[str, ...] = ()  # human-readable warnings
@@ -134,13 +138,13 @@ class LoadResult:
         return sum(self.errors.values())
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready data (the encoded histogram is left out)."""
+        """JSON-ready data (no encoded histogram; latencies are null when nothing succeeded: no NaN)."""
         return {
             "requests": self.requests,
             "errors": dict(self.errors),
             "duration_s": self.duration_s,
             "rps": self.rps,
-            "latency_ms": dict(self.latency_ms),
+            "latency_ms": {key: None if math.isnan(ms) else ms for key, ms in self.latency_ms.items()},
             "saturated": self.saturated,
             "notes": list(self.notes),
             "generator_cpu": list(self.generator_cpu),
@@ -153,7 +157,8 @@ def split(total: int, parts: int) -> list[int]:
 
 
 def _jobs(spec: LoadSpec) -> list[WorkerJob]:
-    workers = max(1, min(spec.processes, spec.concurrency))
+    """One job per worker process: never more workers than connections, nor than requests (``-n``)."""
+    workers = max(1, min(spec.processes, spec.concurrency, spec.requests or spec.processes))
     request = spec.request
     if request.is_grpc:
         target = urlsplit(request.url).netloc
@@ -179,7 +184,7 @@ def _jobs(spec: LoadSpec) -> list[WorkerJob]:
             parts=workers,
             warmup_s=spec.warmup_s,
             duration_s=spec.duration_s,
-            requests=shares[index] or None,
+            requests=shares[index],
             timeout_s=spec.timeout_s,
         )
         for index, connections in enumerate(split(spec.concurrency, workers))
@@ -191,8 +196,12 @@ class _Workers:
 
     def __init__(self, jobs: list[WorkerJob]) -> None:
         self.children: list[tuple[subprocess.Popen[bytes], Connection]] = []
-        for job in jobs:
-            self.children.append(start_child("modelserve.bench.worker", job))
+        try:
+            for job in jobs:
+                self.children.append(start_child("modelserve.bench.worker", job))
+        except BaseException:
+            self.stop()
+            raise
         self.connections = [connection for _, connection in self.children]
 
     def receive(self, deadline: float, done: Container[int] = ()) -> list[tuple[int, tuple[Any, ...]]]:
@@ -324,14 +333,21 @@ def merge(spec: LoadSpec, results: list[dict[str, Any]]) -> LoadResult:
                 "their latencies include that wait"
             )
     requests = sum(r["requests"] for r in results)
-    ok = histogram.count
+    rps = sum(r["completed"] for r in results) / duration if duration > 0 else 0.0
     if requests == 0:
         notes.append("no request was answered inside the measured window")
+    offered = requests / duration if duration > 0 else 0.0  # what the schedule sent, Poisson noise included
+    if spec.rate is not None and spec.requests is None and rps < OVERLOADED * offered:
+        failed, timeouts = sum(errors.values()), errors.get("timeout", 0)
+        notes.append(
+            f"successes arrived at {rps:,.1f}/s, below the {offered:,.1f}/s offered: {failed:,} of "
+            f"{requests:,} requests failed, {timeouts:,} of them timed out (--timeout {spec.timeout_s:g} s)"
+        )
     return LoadResult(
         requests=requests,
         errors=dict(sorted(errors.items())),
         duration_s=duration,
-        rps=ok / duration if duration > 0 else 0.0,
+        rps=rps,
         latency_ms=histogram.summary_ms(),
         saturated=saturated,
         notes=tuple(notes),

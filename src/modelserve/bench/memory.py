@@ -23,6 +23,8 @@ from typing import Any
 
 import psutil
 
+from modelserve.process_memory import read_rss_pss
+
 
 @dataclass(frozen=True, slots=True)
 class MemoryResult:
@@ -157,12 +159,8 @@ class MemorySampler:
         seen: set[int] = set()
         for process in self._targets():
             try:
-                try:
-                    full = process.memory_full_info()
-                    rss = int(full.rss)
-                    pss = int(getattr(full, "pss", rss))
-                except psutil.AccessDenied:
-                    rss = pss = int(process.memory_info().rss)
+                rss, maybe_pss = read_rss_pss(process)
+                pss = rss if maybe_pss is None else maybe_pss  # RSS stands in where PSS cannot be read
                 with self._lock:
                     entry = self._processes.get(process.pid)
                     if entry is None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import datetime
 import json
+import math
 import os
 import platform
 from pathlib import Path
@@ -63,7 +64,8 @@ def document(spec: LoadSpec, result: LoadResult, memory: MemoryResult | None) ->
 
 
 def write_json(path: str | Path, spec: LoadSpec, result: LoadResult, memory: MemoryResult | None) -> None:
-    Path(path).write_text(json.dumps(document(spec, result, memory), indent=1) + "\n")
+    """The JSON document; strict JSON (no NaN: a latency without any success is null)."""
+    Path(path).write_text(json.dumps(document(spec, result, memory), indent=1, allow_nan=False) + "\n")
 
 
 def csv_row(spec: LoadSpec, result: LoadResult, memory: MemoryResult | None) -> dict[str, Any]:
@@ -82,7 +84,9 @@ def csv_row(spec: LoadSpec, result: LoadResult, memory: MemoryResult | None) -> 
         "errors_by_status": ";".join(f"{k}={v}" for k, v in result.errors.items()),
         "rps": round(result.rps, 2),
     }
-    row.update({f"{key}_ms": round(result.latency_ms.get(key, float("nan")), 3) for key in LATENCY_KEYS})
+    for key in LATENCY_KEYS:  # empty cells when no request succeeded (no latency to report)
+        value = result.latency_ms.get(key, math.nan)
+        row[f"{key}_ms"] = "" if math.isnan(value) else round(value, 3)
     row["saturated"] = result.saturated
     row["peak_rss_bytes"] = memory.peak_rss_bytes if memory is not None else ""
     row["peak_pss_bytes"] = memory.peak_pss_bytes if memory is not None else ""
@@ -119,11 +123,17 @@ def result_table(spec: LoadSpec, result: LoadResult, title: str = "modelserve be
     table.add_row("requests", f"{result.requests:,}")
     table.add_row("throughput", f"{result.rps:,.1f} requests/s (successful)")
     for key in LATENCY_KEYS:
-        table.add_row(f"latency {key}", f"{result.latency_ms.get(key, float('nan')):,.3f} ms")
+        value = result.latency_ms.get(key, math.nan)
+        table.add_row(f"latency {key}", "-" if math.isnan(value) else f"{value:,.3f} ms")
     errors = ", ".join(f"{k}: {v:,}" for k, v in result.errors.items()) or "none"
     table.add_row("errors", errors, style="red" if result.errors else None)
     cpu = ", ".join(f"{c:.0%}" for c in result.generator_cpu)
-    table.add_row("bench CPU", f"{cpu} of a core" + (" (saturated)" if result.saturated else ""))
+    table.add_row("bench CPU", f"{cpu} of a core")
+    if result.saturated:
+        verdict = "SATURATED: the figures may describe bench (see the warnings)"
+        table.add_row("load generator", verdict, style="yellow")
+    else:
+        table.add_row("load generator", "kept up")
     return table
 
 

@@ -5,8 +5,9 @@ scripts without a ``__main__`` guard and code run from stdin. A child here impor
 as ``__main__``, so its classes keep their names for pickle), calls its ``child_main(argv)``, and
 talks to the parent through a `multiprocessing.connection.Connection` (pickled messages) on the inherited
 socket; the parent's ``wait`` covers several children at once. Children run in their own session, so
-Ctrl-C reaches the parent only and the parent stops them; if the parent dies, their pipe closes and they
-end.
+Ctrl-C reaches the parent only and the parent stops them. If the parent dies, their pipe reaches its end of
+file: a child must watch for it whenever it runs (bench's workers check it on every tick of their run, the
+trivial server waits on it) and then end.
 """
 
 from __future__ import annotations
@@ -33,7 +34,11 @@ def start_child(module: str, payload: object) -> tuple[subprocess.Popen[bytes], 
     finally:
         child_socket.close()
     connection = Connection(parent_socket.detach())
-    connection.send(payload)
+    try:
+        connection.send(payload)
+    except BaseException:  # unpicklable payload, or the child died at once: leave nothing running
+        stop_child(process, connection)
+        raise
     return process, connection
 
 

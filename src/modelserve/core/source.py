@@ -110,8 +110,12 @@ class VersionRepository(Protocol):
         """Every version present (complete or not), with a look at its files."""
         ...
 
-    def local_path(self, version: int, fingerprint: str) -> Path:
-        """A local directory holding ``version`` as it was when its look had ``fingerprint``."""
+    def local_path(self, version: int, fingerprint: str, stop: threading.Event) -> Path:
+        """A local directory holding ``version`` as it was when its look had ``fingerprint``.
+
+        May download it first. Once ``stop`` is set (from another thread: the server stops) a download in
+        progress is abandoned promptly, leaving nothing behind, and OSError is raised.
+        """
         ...
 
     def retain(self, versions: Collection[int]) -> bool:
@@ -137,7 +141,7 @@ class LocalDirectory:
         self._paths = list_versions(self.base_path)
         return {version: look_at(path) for version, path in self._paths.items()}
 
-    def local_path(self, version: int, fingerprint: str) -> Path:
+    def local_path(self, version: int, fingerprint: str, stop: threading.Event) -> Path:
         return self._paths[version]
 
     def retain(self, versions: Collection[int]) -> bool:
@@ -177,8 +181,14 @@ class FileSystemSource:
     ``poll_wait_seconds <= 0`` scans once (at ``start``) and never again, like TF Serving's
     ``--file_system_poll_wait_seconds=0``.
 
-    ``open_repository`` says where a model's versions live (default: its base path is a local directory);
-    a version that cannot be fetched from its repository now keeps the model's aspired set as it was.
+    ``open_repository`` says where a model's versions live (default: its base path is a local directory).
+    Each chosen version is fetched on its own: one that cannot be fetched now is not offered (as if still
+    being written) and the policy chooses among the others, except that a version already announced keeps
+    its last announced copy; when nothing chosen can be fetched, the model's aspired set stays as it was.
+
+    Threads: polls run one at a time (``start``, the polling thread, ``update_models``) and may spend long
+    in storage I/O; ``stop`` takes no lock a poll holds, abandons a download in progress and returns
+    promptly.
     """
 
     def __init__(
@@ -197,19 +207,24 @@ class FileSystemSource:
         self._callback = callback
         self._poll_wait = poll_wait_seconds
         self._settle = settle_seconds
+        # Set by ``stop``: ends the polling thread and abandons a download in progress.
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # One poll at a time; held across storage I/O. Guards every field below but ``_incomplete``.
         self._lock = threading.Lock()
         self._warned_empty: set[str] = set()
         self._warned_unreadable: set[str] = set()
         self._announced: set[str] = set()  # models announced at least once (since added)
+        self._last_aspired: dict[str, dict[int, AspiredVersion]] = {}  # by model, what was announced last
         self._scanned_once = False
         # (model, version) -> (fingerprint, monotonic time it was first seen so), until quiet.
         self._unsettled: dict[tuple[str, int], tuple[str, float]] = {}
         # (model, version) -> the fingerprint of its last quiet look (the version is complete).
         self._settled: dict[tuple[str, int], str] = {}
         self._recheck_at: float | None = None
-        self._polled = threading.Condition(self._lock)
+        # Its own lock, held only briefly: ``stop`` and ``wait_until_complete`` never wait for a poll.
+        self._polled = threading.Condition()
+        self._incomplete = False  # some version was still being written at the end of the last poll
 
     def update_models(self, models: Sequence[ModelConfig]) -> None:
         """Replace the monitored models; models no longer listed are announced with no versions."""
@@ -218,6 +233,7 @@ class FileSystemSource:
             self._models = tuple(models)
             self._announced -= removed
             for name in removed:
+                self._last_aspired.pop(name, None)
                 opened = self._repositories.pop(name, None)
                 if opened is not None:
                     self._retired.append(opened)
@@ -233,56 +249,102 @@ class FileSystemSource:
             self._scanned_once = True
             self._recheck_at = None
             for model in models:
-                try:
-                    repository = self._repository(model)
-                except ServingError as exc:  # e.g. no fsspec/s3fs installed for an s3:// base path
-                    if first_scan:
-                        raise  # at startup: the server stops with this error
-                    self._report_unreadable(model, f"cannot open base path {model.base_path}", exc)
+                if self._stop.is_set():
+                    break
+                self._poll_model(model, first_scan)
+            if self._stop.is_set():
+                # Stopped midway (a download abandoned): whoever waits for these models must not hang.
+                for model in models:
                     self._announce_nothing_yet(model.name)
-                    continue
-                try:
-                    on_disk = repository.scan()
-                except OSError as exc:
-                    # Keep serving what is loaded: an unreadable base path is not "every version deleted".
-                    self._report_unreadable(model, f"cannot read base path {model.base_path}", exc)
-                    self._announce_nothing_yet(model.name)
-                    continue
-                complete: dict[int, str] = {}
-                for version, state in on_disk.items():
-                    fingerprint = self._settled_fingerprint(model.name, version, state, first_scan)
-                    if fingerprint is not None:
-                        complete[version] = fingerprint
-                for key in [k for k in self._settled if k[0] == model.name and k[1] not in on_disk]:
-                    del self._settled[key]
-                for key in [k for k in self._unsettled if k[0] == model.name and k[1] not in on_disk]:
-                    del self._unsettled[key]  # deleted before it settled
-                if not on_disk and model.name not in self._warned_empty:
-                    self._warned_empty.add(model.name)
-                    log.warning(
-                        "no versions of model=%s found under base path %s", model.name, model.base_path
-                    )
-                elif on_disk:
-                    self._warned_empty.discard(model.name)
-                chosen = model.version_policy.select(set(complete))
-                try:
-                    aspired = [
-                        AspiredVersion(v, repository.local_path(v, complete[v]), complete[v]) for v in chosen
-                    ]
-                except OSError as exc:
-                    self._report_unreadable(
-                        model, f"cannot fetch versions {sorted(chosen)} from {model.base_path}", exc
-                    )
-                    self._announce_nothing_yet(model.name)
-                    continue
-                if model.name in self._warned_unreadable:
-                    self._warned_unreadable.discard(model.name)
-                    log.info("base path %s of model=%s can be read again", model.base_path, model.name)
-                self._callback(model.name, aspired)
-                self._announced.add(model.name)
-                repository.retain(chosen)
+                return
             self._retired = [retired for retired in self._retired if not retired.repository.retain(())]
+            incomplete = bool(self._unsettled)
+        with self._polled:
+            self._incomplete = incomplete
             self._polled.notify_all()
+
+    def _poll_model(self, model: ModelConfig, first_scan: bool) -> None:
+        try:
+            repository = self._repository(model)
+        except ServingError as exc:  # e.g. no fsspec/s3fs installed for an s3:// base path
+            if first_scan:
+                raise  # at startup: the server stops with this error
+            self._report_unreadable(model, f"cannot open base path {model.base_path}", exc)
+            self._announce_nothing_yet(model.name)
+            return
+        try:
+            on_disk = repository.scan()
+        except OSError as exc:
+            # Keep serving what is loaded: an unreadable base path is not "every version deleted".
+            self._report_unreadable(model, f"cannot read base path {model.base_path}", exc)
+            self._announce_nothing_yet(model.name)
+            return
+        complete: dict[int, str] = {}
+        for version, state in on_disk.items():
+            fingerprint = self._settled_fingerprint(model.name, version, state, first_scan)
+            if fingerprint is not None:
+                complete[version] = fingerprint
+        for key in [k for k in self._settled if k[0] == model.name and k[1] not in on_disk]:
+            del self._settled[key]
+        for key in [k for k in self._unsettled if k[0] == model.name and k[1] not in on_disk]:
+            del self._unsettled[key]  # deleted before it settled
+        if not on_disk and model.name not in self._warned_empty:
+            self._warned_empty.add(model.name)
+            log.warning("no versions of model=%s found under base path %s", model.name, model.base_path)
+        elif on_disk:
+            self._warned_empty.discard(model.name)
+        aspired, failure = self._fetch(model, repository, complete)
+        if self._stop.is_set():
+            return  # a download was abandoned: announce nothing
+        if failure is not None:
+            self._report_unreadable(model, failure[0], failure[1])
+        elif model.name in self._warned_unreadable:
+            self._warned_unreadable.discard(model.name)
+            log.info("base path %s of model=%s can be read again", model.base_path, model.name)
+        if aspired is None:  # nothing the policy chose could be fetched: keep what is announced
+            self._announce_nothing_yet(model.name)
+            return
+        self._callback(model.name, aspired)
+        self._announced.add(model.name)
+        self._last_aspired[model.name] = {a.version: a for a in aspired}
+        repository.retain([a.version for a in aspired])
+
+    def _fetch(
+        self, model: ModelConfig, repository: VersionRepository, complete: dict[int, str]
+    ) -> tuple[list[AspiredVersion] | None, tuple[str, OSError] | None]:
+        """The versions to announce, each fetched on its own, and the first fetch failure.
+
+        A version that cannot be fetched now keeps its last announced copy, or else is left out and the
+        policy chooses again among the rest (under ``latest``, the newest version that can be fetched).
+        None when failures left nothing of what the policy chose.
+        """
+        last = self._last_aspired.get(model.name, {})
+        candidates = dict(complete)
+        failure: tuple[str, OSError] | None = None
+        while True:
+            chosen = model.version_policy.select(set(candidates))
+            aspired: list[AspiredVersion] = []
+            unfetchable: list[int] = []
+            for version in sorted(chosen):
+                fingerprint = candidates[version]
+                try:
+                    path = repository.local_path(version, fingerprint, self._stop)
+                except OSError as exc:
+                    if self._stop.is_set():
+                        return None, None
+                    failure = failure or (f"cannot fetch version {version} from {model.base_path}", exc)
+                    if version in last:
+                        aspired.append(last[version])
+                    else:
+                        unfetchable.append(version)
+                    continue
+                aspired.append(AspiredVersion(version, path, fingerprint))
+            if not unfetchable:
+                return aspired, failure
+            for version in unfetchable:
+                del candidates[version]
+            if not candidates:
+                return None, failure
 
     def _repository(self, model: ModelConfig) -> VersionRepository:
         """The model's repository, opened again when its base path changed (the old one is retired)."""
@@ -319,7 +381,7 @@ class FileSystemSource:
         if self._thread is None:
             return True  # nobody polls again: what is incomplete now stays so
         with self._polled:
-            return self._polled.wait_for(lambda: not self._unsettled or self._stop.is_set(), timeout=timeout)
+            return self._polled.wait_for(lambda: not self._incomplete or self._stop.is_set(), timeout=timeout)
 
     def _settled_fingerprint(
         self, model: str, version: int, state: DirectoryState, first_scan: bool
@@ -363,8 +425,13 @@ class FileSystemSource:
         return False
 
     def start(self) -> None:
+        """Poll once (every initial download included), then keep polling on a thread of its own.
+
+        Blocks for as long as the first poll takes: call it off an event loop. ``stop`` from another thread
+        cuts it short.
+        """
         self.poll_once()
-        if self._poll_wait > 0:
+        if self._poll_wait > 0 and not self._stop.is_set():
             self._thread = threading.Thread(target=self._run, name="modelserve-fs-source", daemon=True)
             self._thread.start()
 
@@ -382,6 +449,11 @@ class FileSystemSource:
                 log.exception("file system poll failed")
 
     def stop(self) -> None:
+        """Stop polling and abandon a download in progress; returns once the polling thread ended.
+
+        Idempotent, callable from any thread; it never waits for the poll lock, so it is prompt even while
+        a poll lists or downloads (the download stops within a fraction of a second).
+        """
         self._stop.set()
         with self._polled:
             self._polled.notify_all()

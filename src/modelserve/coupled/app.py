@@ -167,10 +167,18 @@ def _from_environment(app_class: type[CoupledWsgiApp], worker_class: str) -> Cou
     return app
 
 
-def create_wsgi_app() -> CoupledWsgiApp:
+def create_wsgi_app(worker_class: str = "sync") -> CoupledWsgiApp:
     """A coupled WSGI app from ``MODELSERVE_HANDLER``, ``MODELSERVE_MODEL_NAME``/``_BASE_PATH`` (or
-    ``MODELSERVE_MODEL_CONFIG_FILE``) and ``MODELSERVE_INTRA_OP_THREADS``; called in each worker."""
-    return _from_environment(CoupledWsgiApp, "sync")
+    ``MODELSERVE_MODEL_CONFIG_FILE``) and ``MODELSERVE_INTRA_OP_THREADS``; called in each worker.
+
+    ``worker_class`` is the Gunicorn worker class it runs under (``sync``, ``gthread`` or ``gevent``; the
+    generated gunicorn.conf.py passes it: ``create_wsgi_app('gevent')``), so ``/stats`` reports it right.
+    """
+    if worker_class not in ("sync", "gthread", "gevent"):
+        raise ValueError(
+            f"create_wsgi_app: a WSGI worker class (sync, gthread, gevent), got {worker_class!r}"
+        )
+    return _from_environment(CoupledWsgiApp, worker_class)
 
 
 def create_asgi_app() -> CoupledAsgiApp:

@@ -36,6 +36,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--timeout", type=float, default=30.0, help="request timeout in seconds")
     parser.add_argument(
+        "--graceful-timeout", type=float, default=30.0, help="seconds a stopping worker may finish requests"
+    )
+    parser.add_argument(
         "--ready-file", default=None, help='write {"url", "pid"} here once every worker booted'
     )
     parser.add_argument("--max-body-bytes", type=int, default=16 * 1024 * 1024)
@@ -53,6 +56,8 @@ def coupled_argv(
     worker_class: str = "sync",
     threads: int = 4,
     ready_file: str = "",
+    timeout_s: float = 30.0,
+    graceful_timeout_s: float = 30.0,
 ) -> list[str]:
     """The ``python -m modelserve.coupled`` command line (without the interpreter) for these settings."""
     models = (
@@ -61,7 +66,8 @@ def coupled_argv(
         else [f"--model_name={model_name}", f"--model_base_path={model_base_path}"]
     )
     argv = ["-m", "modelserve.coupled", handler, *models, f"--bind={bind}", f"--workers={workers}",
-            f"--worker-class={worker_class}", f"--threads={threads}"]  # fmt: skip
+            f"--worker-class={worker_class}", f"--threads={threads}", f"--timeout={timeout_s:g}",
+            f"--graceful-timeout={graceful_timeout_s:g}"]  # fmt: skip
     return [*argv, f"--ready-file={ready_file}"] if ready_file else argv
 
 
@@ -79,6 +85,7 @@ def run_coupled(args: argparse.Namespace) -> int:
             worker_class=args.worker_class,
             threads=args.threads,
             timeout=args.timeout,
+            graceful_timeout=args.graceful_timeout,
             ready_file=args.ready_file,
             max_body_bytes=args.max_body_bytes,
             log_level=args.log_level,

@@ -15,9 +15,11 @@ A worker whose handler fails to import or whose ``setup()`` raises never boots, 
 whole gateway (exit status 3) instead of serving without it.
 
 Stopping (SIGTERM on the master): new connections are refused at once and the connections the kernel has
-already queued are left to the workers (``modelserve.draining``, bounded by ``--graceful-timeout``);
-then Gunicorn's own graceful stop runs: listeners closed, workers finish their requests and exit, and
-the master exits 0. Metrics: see `gateway.metrics` (a per-run multiprocess folder, removed on exit).
+already queued are left to the workers (``modelserve.draining``); then Gunicorn's own graceful stop runs:
+listeners closed, workers finish their requests and exit (SIGKILL for those still running), and the
+master exits 0. Both steps share one deadline, ``--graceful-timeout`` after the signal, so a stop never
+outlasts the pod's termination grace period. Metrics: see `gateway.metrics` (a per-run multiprocess
+folder, set up around ``run`` and removed when it returns).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +69,12 @@ def gunicorn_settings(options: GatewayOptions) -> dict[str, Any]:
     }
 
 
+def stop_seconds(options: GatewayOptions) -> float:
+    """The longest a graceful stop takes from SIGTERM to exit: the accept-queue drain and the workers'
+    requests share one deadline (`_DrainingArbiter`); a pod's termination grace period must exceed it."""
+    return float(math.ceil(options.graceful_timeout))
+
+
 class GatewayApplication(BaseApplication):
     """The gateway as a Gunicorn application; ``run()`` returns only in the master, when it stops."""
 
@@ -75,17 +84,17 @@ class GatewayApplication(BaseApplication):
         if options.ready_file:
             Path(options.ready_file).unlink(missing_ok=True)  # never report a previous run as ready
             self._booted_dir = Path(tempfile.mkdtemp(prefix="modelserve-gateway-"))
-        # Before any worker exists (and before prometheus_client is imported): see gateway.metrics.
-        self._metrics_dir = metrics.make_multiprocess_dir()
         super().__init__(prog="modelserve gateway")
 
     def run(self) -> None:
         """Gunicorn's ``BaseApplication.run`` with an arbiter that drains its listeners before stopping."""
-        try:
-            _DrainingArbiter(self).run()
-        except RuntimeError as error:
-            print(f"\nError: {error}\n", file=sys.stderr)
-            sys.exit(1)
+        # Multiprocess metrics for the workers this run forks, and for nothing else in this process.
+        with metrics.multiprocess_folder():
+            try:
+                _DrainingArbiter(self).run()
+            except RuntimeError as error:
+                print(f"\nError: {error}\n", file=sys.stderr)
+                sys.exit(1)
 
     def load_config(self) -> None:
         for name, value in gunicorn_settings(self.options).items():
@@ -141,7 +150,6 @@ class GatewayApplication(BaseApplication):
     def _on_exit(self, server: Any) -> None:
         if self._booted_dir is not None:
             shutil.rmtree(self._booted_dir, ignore_errors=True)
-        metrics.remove_multiprocess_dir(self._metrics_dir)
 
     # -- readiness ---------------------------------------------------------------------------------------
 
@@ -171,15 +179,27 @@ def listener_url(address: Any) -> str:
 
 
 class _DrainingArbiter(Arbiter):
-    """Gunicorn's arbiter; a graceful stop first lets the workers accept what the kernel has queued."""
+    """Gunicorn's arbiter; a graceful stop first lets the workers accept what the kernel has queued.
+
+    The drain and Gunicorn's wait for its workers share one deadline, ``graceful_timeout`` from now."""
 
     def stop(self, graceful: bool = True) -> None:
-        if graceful:
-            for listener in self.LISTENERS:
-                sock = getattr(listener, "sock", None)
-                if sock is not None:
-                    drain_listener(sock, self.cfg.graceful_timeout)
-        super().stop(graceful)
+        if not graceful:
+            super().stop(graceful)
+            return
+        grace = self.cfg.graceful_timeout
+        deadline = time.monotonic() + grace
+        for listener in self.LISTENERS:
+            sock = getattr(listener, "sock", None)
+            if sock is not None:
+                drain_listener(sock, max(0.0, deadline - time.monotonic()))
+        # Gunicorn reads graceful_timeout for its own wait: give it what is left (whole seconds, rounded
+        # down, as Gunicorn's setting is an integer).
+        self.cfg.set("graceful_timeout", max(0, math.floor(deadline - time.monotonic())))
+        try:
+            super().stop(graceful)
+        finally:
+            self.cfg.set("graceful_timeout", grace)
 
 
 def _use_gunicorn_logging(gunicorn_log: Any, fmt: str = "text") -> None:

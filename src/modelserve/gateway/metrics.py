@@ -1,26 +1,31 @@
 """The gateway's Prometheus metrics, summed over every Gunicorn worker: ``GET /metrics`` on its port.
 
 Each worker is its own process, so a scrape that reaches one worker must still report all of them. The
-gateway uses prometheus_client's multiprocess mode: the Gunicorn master makes a fresh folder per run and
-puts it in ``PROMETHEUS_MULTIPROC_DIR`` before forking (the workers inherit it); every worker writes its
-samples to memory-mapped files there, a scrape merges the files of all workers (`MultiProcessCollector`),
-a worker that exits is marked dead (its in-flight gauge leaves the sum, its counters stay), and the
-folder is removed when the gateway stops. Without that variable (an app embedded elsewhere, tests) the
-metrics are the process's own.
+gateway uses prometheus_client's multiprocess mode, set up only in the process that runs the gateway
+(`multiprocess_folder`, around the Gunicorn master's run: constructing the application changes nothing):
+a fresh folder per run goes in ``PROMETHEUS_MULTIPROC_DIR`` before the workers are forked (they inherit
+it); every worker writes its samples to memory-mapped files there, and a scrape merges the files of all
+workers (`MultiProcessCollector`). When a worker exits (`worker_exited`, from Gunicorn's ``child_exit``)
+its in-flight gauge leaves the sum and its counts are merged into one archive file per type, so worker
+restarts do not pile files up in the (memory-backed) temp folder. The folder is removed and the
+environment restored when the gateway stops. Without that variable (an app embedded elsewhere, tests)
+the metrics are the process's own.
 
 Exported: ``modelserve_gateway_requests_total{route,method,code}``,
 ``modelserve_gateway_request_duration_seconds{route}``, ``modelserve_gateway_requests_in_flight``,
 ``modelserve_gateway_upstream_seconds{operation,outcome}`` (calls to the model server, retries included).
-``route`` is the gateway's own path (``/healthz``, ``/readyz``, ``/stats``, ``/metrics``) or ``handler``.
+``route`` is the gateway's own path (``/healthz``, ``/readyz``, ``/stats``, ``/metrics``) or ``handler``;
+``method`` an HTTP method or ``other``: clients cannot create series.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,35 +35,66 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 OWN_ROUTES = frozenset({"/healthz", "/readyz", "/stats", "/metrics"})
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+_ARCHIVED_TYPES = ("counter", "histogram")  # additive: a dead worker's values can be summed into one file
 T = TypeVar("T")
 _SECONDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
-def make_multiprocess_dir() -> Path:
-    """A fresh folder for this run's worker files, exported in ``PROMETHEUS_MULTIPROC_DIR`` (call in the
-    master, before the workers are forked)."""
+@contextlib.contextmanager
+def multiprocess_folder() -> Iterator[Path]:
+    """Multiprocess mode for the workers forked inside: a fresh folder in ``PROMETHEUS_MULTIPROC_DIR``.
+
+    On exit (in the process that entered; forked workers leave through it too and change nothing) the
+    folder is removed and the environment and prometheus_client's value class are restored."""
+    owner, previous, value_class = os.getpid(), os.environ.get(MULTIPROC_ENV), values.ValueClass
     folder = Path(tempfile.mkdtemp(prefix="modelserve-gateway-metrics-"))
     os.environ[MULTIPROC_ENV] = str(folder)
     # prometheus_client picks its value class when imported: pick again, now that the folder is set.
     values.ValueClass = values.get_value_class()
-    return folder
-
-
-def remove_multiprocess_dir(folder: Path) -> None:
-    shutil.rmtree(folder, ignore_errors=True)
+    try:
+        yield folder
+    finally:
+        if os.getpid() == owner:
+            shutil.rmtree(folder, ignore_errors=True)
+            values.ValueClass = value_class
+            if previous is None:
+                os.environ.pop(MULTIPROC_ENV, None)
+            else:
+                os.environ[MULTIPROC_ENV] = previous
 
 
 def worker_exited(pid: int) -> None:
-    """Gunicorn's child_exit hook: the worker's live gauges leave the sums."""
-    if os.environ.get(MULTIPROC_ENV):
-        from prometheus_client import multiprocess
+    """Gunicorn's child_exit hook (in the master): the worker's live gauges leave the sums, and its counts
+    move into the archive files, so the folder holds the files of the live workers plus one per type."""
+    folder = os.environ.get(MULTIPROC_ENV)
+    if not folder:
+        return
+    from prometheus_client import multiprocess
+    from prometheus_client.mmap_dict import MmapedDict
 
-        multiprocess.mark_process_dead(pid)
+    multiprocess.mark_process_dead(pid, folder)
+    for kind in _ARCHIVED_TYPES:
+        dead = Path(folder) / f"{kind}_{pid}.db"
+        if not dead.exists():
+            continue
+        archive = MmapedDict(str(Path(folder) / f"{kind}_archive.db"))
+        try:
+            for key, value, timestamp, _ in MmapedDict.read_all_values_from_file(str(dead)):
+                archive.write_value(key, archive.read_value(key)[0] + value, timestamp)
+        finally:
+            archive.close()
+        dead.unlink()
 
 
 def route_of(path: str) -> str:
     """The ``route`` label: a bounded set, whatever paths clients send."""
     return path if path in OWN_ROUTES else "handler"
+
+
+def method_of(method: str) -> str:
+    """The ``method`` label: an HTTP method, or ``other`` for whatever else a client sends."""
+    return method if method in METHODS else "other"
 
 
 class GatewayMetrics:
@@ -97,7 +133,7 @@ class GatewayMetrics:
 
     def request_done(self, path: str, method: str, status: int, seconds: float) -> None:
         route = route_of(path)
-        self.requests.labels(route, method, str(status)).inc()
+        self.requests.labels(route, method_of(method), str(status)).inc()
         self.duration.labels(route).observe(seconds)
 
     def render(self) -> bytes:
@@ -114,17 +150,33 @@ def _operation(op: Any) -> str:
     return {"Predict": "predict", "CheckReady": "ready"}.get(type(op).__name__, "memory")
 
 
+class _UpstreamTimer:
+    """One upstream call's time, recorded on ``metrics.upstream`` when the ``with`` block ends."""
+
+    __slots__ = ("_metrics", "_op", "_started", "ok")
+
+    def __init__(self, metrics: GatewayMetrics, op: Any) -> None:
+        self._metrics, self._op, self.ok = metrics, op, False
+
+    def __enter__(self) -> _UpstreamTimer:
+        self._started = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        outcome = "ok" if self.ok else "error"
+        self._metrics.upstream.labels(_operation(self._op), outcome).observe(
+            time.perf_counter() - self._started
+        )
+
+
 def timed(execute: Callable[[Any], T], metrics: GatewayMetrics) -> Callable[[Any], T]:
     """``execute`` (a blocking upstream's) that records each call's time on ``metrics.upstream``."""
 
     def run(op: Any) -> T:
-        started, outcome = time.perf_counter(), "error"
-        try:
+        with _UpstreamTimer(metrics, op) as timer:
             result = execute(op)
-            outcome = "ok"
+            timer.ok = True
             return result
-        finally:
-            metrics.upstream.labels(_operation(op), outcome).observe(time.perf_counter() - started)
 
     return run
 
@@ -135,12 +187,9 @@ def timed_async(
     """The asyncio upstream's ``execute``, timed like `timed`."""
 
     async def run(op: Any) -> T:
-        started, outcome = time.perf_counter(), "error"
-        try:
+        with _UpstreamTimer(metrics, op) as timer:
             result = await execute(op)
-            outcome = "ok"
+            timer.ok = True
             return result
-        finally:
-            metrics.upstream.labels(_operation(op), outcome).observe(time.perf_counter() - started)
 
     return run

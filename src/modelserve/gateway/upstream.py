@@ -13,6 +13,13 @@ model server:
   after the request was sent and the model server for its own "shutting down": those may have run the
   model, so they are final.
 
+and, once per call, over REST, when a pooled keep-alive connection was closed by the model server before
+a reply's head came back (``closed_before_reply``): the server closed it as idle (its keep-alive timeout,
+or its shutdown) while the request was on its way, so the request never reached a handler. Every
+keep-alive client meets this race; the next attempt opens a fresh connection. (httpx reports a connection
+closed after part of a head like one closed before any byte; our model server writes a head and its body
+in one write, so only a reply cut inside its body is final here.)
+
 A timeout, or any answer from the model server, is final. Readiness probes and the memory fetch are never
 retried: a probe must answer quickly, and the caller asks again.
 """
@@ -67,6 +74,33 @@ def is_connection_error(error: ModelServerError) -> bool:
     # gRPC says UNAVAILABLE for a connection never made, but also for a stream cut after the request was
     # sent and for the server's own "shutting down": only the first is safe to send again.
     return any(marker in error.message.lower() for marker in _GRPC_NOT_CONNECTED)
+
+
+_NO_REPLY = "without sending a response"  # httpcore: the peer closed before a reply's head
+
+
+def closed_before_reply(error: ModelServerError) -> bool:
+    """Whether a REST call failed on a connection the server closed before replying (see the module doc):
+    the connection ended (EOF) or was reset before the response's head."""
+    cause = error.__cause__
+    if isinstance(cause, httpx.RemoteProtocolError):
+        return _NO_REPLY in str(cause)
+    if isinstance(cause, httpx.ReadError | httpx.WriteError):
+        reason: BaseException | None = cause
+        while reason is not None:  # httpx.ReadError <- httpcore.ReadError <- ConnectionResetError
+            if isinstance(reason, ConnectionResetError | BrokenPipeError):
+                return True
+            reason = reason.__cause__ or reason.__context__
+    return False
+
+
+def should_retry(error: ModelServerError, attempt: int, retries: int, stale_retried: bool) -> str | None:
+    """Why the failed predict is sent again ("connect" or "stale"), or None when the error is final."""
+    if attempt < retries and is_connection_error(error):
+        return "connect"
+    if not stale_retried and closed_before_reply(error):
+        return "stale"
+    return None
 
 
 def backoff(attempt: int) -> float:
@@ -131,13 +165,17 @@ class Upstream:
 
     def predict(self, call: ModelCall) -> dict[str, np.ndarray]:
         assert call.model is not None
-        attempt = 0
+        attempt, stale_retried = 0, False
         while True:
             try:
                 return self._client.predict(call.model, call.inputs, **_call_args(call))
             except ModelServerError as error:
-                if attempt >= self._options.retries or not is_connection_error(error):
+                why = should_retry(error, attempt, self._options.retries, stale_retried)
+                if why is None:
                     raise
+            if why == "stale":
+                stale_retried = True  # at once, on a fresh connection
+                continue
             time.sleep(backoff(attempt))  # gevent patches time.sleep: other requests run meanwhile
             attempt += 1
 
@@ -180,13 +218,17 @@ class AsyncUpstream:
 
     async def predict(self, call: ModelCall) -> dict[str, np.ndarray]:
         assert call.model is not None
-        attempt = 0
+        attempt, stale_retried = 0, False
         while True:
             try:
                 return await self._client.predict(call.model, call.inputs, **_call_args(call))
             except ModelServerError as error:
-                if attempt >= self._options.retries or not is_connection_error(error):
+                why = should_retry(error, attempt, self._options.retries, stale_retried)
+                if why is None:
                     raise
+            if why == "stale":
+                stale_retried = True  # at once, on a fresh connection
+                continue
             await asyncio.sleep(backoff(attempt))
             attempt += 1
 

@@ -1,7 +1,9 @@
 """``modelserve plan``: instances and dollars a month for a target traffic, decoupled and coupled.
 
-Throughput per instance comes from ``--rps-per-instance`` or from a measured result (``--from``: the JSON
-of ``benchmarks/web_tier.py``, whose best configurations within the memory budget are used). With
+Throughput per instance comes from ``--rps-per-instance`` or from a measured result (``--from``: the
+``tune_result.json`` of ``modelserve tune``, whose best configuration of each architecture is used, the one
+tune itself chose by; or the JSON of ``benchmarks/web_tier.py``, whose fastest configurations within the
+memory budget are used). With
 ``--coupled-rps-per-worker``, ``--model-memory-gib`` and ``--instance-memory-gib``, the coupled architecture
 is derived from how many model copies fit an instance.
 """
@@ -28,7 +30,9 @@ def add_plan_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--target-rps", type=float, required=True, help="requests/s to serve")
     parser.add_argument("--price-per-hour", type=float, required=True, help="price of one instance, per hour")
     parser.add_argument("--rps-per-instance", type=float, help="measured requests/s one instance serves")
-    parser.add_argument("--from", dest="result", type=Path, help="a benchmarks/web_tier.py JSON result")
+    parser.add_argument(
+        "--from", dest="result", type=Path, help="a tune_result.json or a benchmarks/web_tier.py JSON result"
+    )
     parser.add_argument("--headroom", type=float, default=1.0, help="spare capacity factor (1.25: 25%%)")
     parser.add_argument("--hours-per-month", type=float, default=HOURS_PER_MONTH)
     coupled = parser.add_argument_group("the coupled architecture, from memory (optional)")
@@ -61,10 +65,12 @@ def _plans(args: argparse.Namespace) -> list[Capacity]:
     plans: list[Capacity] = []
     if args.result is not None:
         stack, coupled = best_points(json.loads(args.result.read_text()))
-        plans.append(
-            capacity("modelserve stack", args.target_rps, stack["rps"], args.price_per_hour, **common,
-                     note=f"{stack['architecture']} {stack['worker_class']} x {stack['workers']} (measured)")
-        )  # fmt: skip
+        if stack is not None:
+            plans.append(
+                capacity("modelserve stack", args.target_rps, stack["rps"], args.price_per_hour, **common,
+                         note=f"{stack['architecture']} {stack['worker_class']} x {stack['workers']} "
+                              "(measured)")
+            )  # fmt: skip
         if coupled is not None:
             plans.append(
                 capacity("coupled", args.target_rps, coupled["rps"], args.price_per_hour, **common,
@@ -89,15 +95,26 @@ def _plans(args: argparse.Namespace) -> list[Capacity]:
     return plans
 
 
-def best_points(result: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """The fastest stack and coupled configurations that fit the memory budget of a web_tier result."""
-    fitting = [p for p in result.get("points", []) if p.get("fits")]
-    stacks = [p for p in fitting if str(p["architecture"]).startswith("stack")]
-    coupled = [p for p in fitting if p["architecture"] == "coupled"]
-    if not stacks:
-        raise ValueError("the result has no stack configuration within its memory budget")
-    best_coupled = max(coupled, key=lambda p: p["rps"]) if coupled else None
-    return max(stacks, key=lambda p: p["rps"]), best_coupled
+def best_points(result: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The best stack and coupled configurations of a measured result (None where none fitted).
+
+    A ``modelserve tune`` result names them (``best_by_architecture``: the highest mean rate of each
+    configuration's longest measurements, all within the limits, the rule tune chooses by); for a
+    ``benchmarks/web_tier.py`` result they are its fastest points within the memory budget.
+    """
+    if "best_by_architecture" in result:
+        chosen = result["best_by_architecture"] or {}
+        stack, coupled = chosen.get("stack"), chosen.get("coupled")
+    else:
+        fitting = [p for p in result.get("points", []) if p.get("fits")]
+        stack = max((p for p in fitting if str(p["architecture"]).startswith("stack")),
+                    key=lambda p: p["rps"], default=None)  # fmt: skip
+        coupled = max(
+            (p for p in fitting if p["architecture"] == "coupled"), key=lambda p: p["rps"], default=None
+        )
+    if stack is None and coupled is None:
+        raise ValueError("the result has no configuration within its limits")
+    return stack, coupled
 
 
 def _print(plans: list[Capacity], args: argparse.Namespace) -> None:

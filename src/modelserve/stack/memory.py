@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING
 
 import psutil
 
+from modelserve.process_memory import read_rss_pss
+
 if TYPE_CHECKING:
     from rich.table import Table
 
@@ -51,19 +53,11 @@ def loaded_runtimes(pid: int) -> tuple[str, ...] | None:
 
 def _read(process: psutil.Process, role: str) -> ProcessMemory | None:
     try:
-        try:
-            full = process.memory_full_info()
-            rss, pss = int(full.rss), getattr(full, "pss", None)
-        except psutil.AccessDenied:
-            rss, pss = int(process.memory_info().rss), None
+        rss, pss = read_rss_pss(process)
     except psutil.NoSuchProcess:
         return None  # exited meanwhile (a recycled worker): nothing to count
     return ProcessMemory(
-        role=role,
-        pid=process.pid,
-        rss_bytes=rss,
-        pss_bytes=int(pss) if pss is not None else None,
-        runtimes=loaded_runtimes(process.pid),
+        role=role, pid=process.pid, rss_bytes=rss, pss_bytes=pss, runtimes=loaded_runtimes(process.pid)
     )
 
 

@@ -6,6 +6,7 @@ Layout under ``--storage_cache_dir``::
     <cache_dir>/<model>/<url hash>/.url     the base URL these copies come from (for people)
     <cache_dir>/<model>/<url hash>/3/       version 3, file for file as on storage
     <cache_dir>/<model>/<url hash>/3.json   its manifest: the listing it was downloaded from
+    <cache_dir>/<model>/<url hash>/.old-3-* the files of version 3 before it was rewritten on storage
 
 Rules that make it safe:
 
@@ -14,6 +15,9 @@ Rules that make it safe:
   download, or a crash at any step, never yields a version that looks complete;
 - a copy is reused (after a restart too) only when its manifest matches the version's listing on storage
   (paths, sizes, ETags) and its files still have the listed sizes;
+- a version rewritten on storage is downloaded anew and swapped in; its old files are renamed away, never
+  written over, and stay until the version is no longer held by the manager (a loaded or loading version
+  may still open them: ONNX external data, lazily read files);
 - one process per cache: two servers sharing one would delete each other's loaded versions, so the second
   is refused with a hint instead.
 """
@@ -28,7 +32,7 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 from modelserve.errors import FailedPrecondition
@@ -71,12 +75,35 @@ class CacheDirectory:
                 f"storage cache {root} is in use by another modelserve process; give each process its own "
                 "--storage_cache_dir"
             ) from exc
+        self._opened: set[Path] = set()
 
     def for_model(self, model: str, url: str) -> VersionCache:
         """The copies of ``model``'s versions from ``url``."""
+        folder = self._folder(model, url)
+        self._opened.add(folder)
+        return VersionCache(folder, url)
+
+    def sweep(self, keep: Collection[tuple[str, str]]) -> list[Path]:
+        """Delete the copies of every (model, URL) but ``keep`` and those opened by this process.
+
+        Bounded to what this cache makes: ``<root>/<model>/<url hash>/`` folders holding a ``.url`` file,
+        two levels down, no symbolic link followed. Returns the folders removed.
+        """
+        wanted = self._opened | {self._folder(model, url) for model, url in keep}
+        removed = []
+        for model_folder in _subfolders(self.root):
+            for folder in _subfolders(model_folder):
+                if folder not in wanted and (folder / ".url").is_file():
+                    shutil.rmtree(folder, ignore_errors=True)
+                    removed.append(folder)
+            with contextlib.suppress(OSError):
+                model_folder.rmdir()  # only when nothing else is left in it
+        return removed
+
+    def _folder(self, model: str, url: str) -> Path:
         digest = hashlib.blake2b(url.encode(), digest_size=8).hexdigest()
         folder_name = model if not model.startswith(".") else "_" + model  # never ".", "..", or ".lock"
-        return VersionCache(self.root / folder_name / digest, url)
+        return self.root / folder_name / digest
 
 
 class VersionCache:
@@ -118,9 +145,9 @@ class VersionCache:
             manifest.unlink(missing_ok=True)
             self._checked.pop(version, None)
             if final.exists():
-                # A loaded version may still read its old files: rename them away, never write over them.
-                old = final.rename(self.directory / f"{_OLD}{version}-{uuid.uuid4().hex}")
-                shutil.rmtree(old, ignore_errors=True)
+                # A loaded or loading version may still read its old files: rename them away, never write
+                # over them; ``remove_old_copies`` deletes them once the version is no longer held.
+                final.rename(self.directory / f"{_OLD}{version}-{uuid.uuid4().hex}")
             partial.rename(final)
             write_atomically(manifest, json.dumps(_manifest_json(listing)))
             self._checked[version] = listing.fingerprint
@@ -139,6 +166,19 @@ class VersionCache:
         found |= {int(name[:-5]) for name in names if name.endswith(".json") and name[:-5].isdigit()}
         return found
 
+    def old_copies(self) -> dict[Path, int]:
+        """Folders of versions since rewritten on storage, with the version each one held."""
+        try:
+            children = list(self.directory.iterdir())
+        except FileNotFoundError:
+            return {}
+        found = {}
+        for child in children:
+            number = child.name[len(_OLD) :].partition("-")[0]
+            if child.name.startswith(_OLD) and number.isdigit():
+                found[child] = int(number)
+        return found
+
     def remove(self, version: int) -> None:
         """Delete the copy of ``version``: its manifest first, so a half-deleted folder is never reused."""
         self._checked.pop(version, None)
@@ -147,7 +187,7 @@ class VersionCache:
 
     def remove_folder_if_empty(self) -> None:
         """Drop this URL's folder (and the model's, when it was the last) once no copy is left."""
-        if self.versions():
+        if self.versions() or self.old_copies():
             return
         shutil.rmtree(self.directory, ignore_errors=True)
         with contextlib.suppress(OSError):
@@ -163,6 +203,13 @@ class VersionCache:
         for child in self.directory.iterdir():
             if child.name.startswith((_PARTIAL, _OLD)):
                 shutil.rmtree(child, ignore_errors=True)
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    try:
+        return [child for child in folder.iterdir() if child.is_dir() and not child.is_symlink()]
+    except OSError:
+        return []
 
 
 def _manifest_json(listing: VersionListing) -> dict[str, object]:

@@ -10,14 +10,20 @@ first saw that listing. Versions present at startup are taken as they are, as on
 
 Cleanup: the copy of a version that is no longer aspired is deleted once the manager holds it no more
 (unloaded, or its load failed): the runtimes read a version's files while loading, and a version still
-serving, draining or loading keeps its files.
+serving, draining or loading keeps its files. The same holds for the old files of a version rewritten in
+place.
+
+A failed download is tried again with exponential backoff per version and listing (``retry``), not at
+every poll.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
+import threading
 import time
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from pathlib import Path
 
 from modelserve.config.model_config import ModelConfig
@@ -26,6 +32,7 @@ from modelserve.core.source import DirectoryState, LocalDirectory, VersionReposi
 from modelserve.core.version_state import VersionState, VersionStatus
 from modelserve.storage.cache import CacheDirectory, VersionCache, default_cache_dir
 from modelserve.storage.remote import RemoteLocation, VersionListing, is_url
+from modelserve.storage.retry import RetrySchedule
 
 log = logging.getLogger("modelserve.storage")
 
@@ -55,6 +62,7 @@ class RemoteRepository:
         self._listings: dict[int, VersionListing] = {}
         # version -> (fingerprint, wall-clock time of the poll that first saw it): its "last change".
         self._first_seen: dict[int, tuple[str, float]] = {}
+        self._retries = RetrySchedule()
 
     def scan(self) -> dict[int, DirectoryState]:
         self._listings = self.location.list_versions()
@@ -67,9 +75,10 @@ class RemoteRepository:
             states[version] = DirectoryState(fingerprint=seen[0], moved_in=False, last_change=seen[1])
         for version in set(self._first_seen) - set(self._listings):
             del self._first_seen[version]
+        self._retries.forget_except(set(self._listings))
         return states
 
-    def local_path(self, version: int, fingerprint: str) -> Path:
+    def local_path(self, version: int, fingerprint: str, stop: threading.Event) -> Path:
         cached = self.cache.lookup(version, fingerprint)
         if cached is not None:
             return cached
@@ -78,6 +87,28 @@ class RemoteRepository:
             # The source offers a version rewritten in place with its last complete listing; that one
             # is no longer on storage to download. The rewrite's own listing comes once it is quiet.
             raise OSError(f"version {version} is being rewritten on storage and has no complete local copy")
+        wait = self._retries.wait_left(version, fingerprint)
+        if wait > 0:
+            raise OSError(f"version {version} failed to download; next try in {wait:.0f}s")
+        try:
+            return self._download(listing, stop)
+        except InterruptedError:
+            raise  # the server stops: not a failure of this version
+        except OSError as exc:
+            failures = self._retries.failed(version, fingerprint)
+            log.warning(
+                "cannot download model=%s version=%d from %s (failure %d in a row): %s; next try in %.0fs",
+                self.model,
+                version,
+                self.location.url,
+                failures.count,
+                exc,
+                failures.retry_at - time.monotonic(),
+            )
+            raise
+
+    def _download(self, listing: VersionListing, stop: threading.Event) -> Path:
+        version = listing.version
         started = time.monotonic()
         log.info(
             "downloading model=%s version=%d from %s: %d files, %s",
@@ -87,7 +118,8 @@ class RemoteRepository:
             len(listing.objects),
             format_bytes(listing.total_bytes),
         )
-        path = self.cache.store(listing, lambda folder: self.location.download(listing, folder))
+        path = self.cache.store(listing, lambda folder: self.location.download(listing, folder, stop))
+        self._retries.succeeded(version)
         log.info(
             "downloaded model=%s version=%d to %s in %.2fs",
             self.model,
@@ -102,9 +134,13 @@ class RemoteRepository:
             if not self._in_use(self.model, version):
                 self.cache.remove(version)
                 log.info("removed cached copy of model=%s version=%d", self.model, version)
+        for folder, version in self.cache.old_copies().items():
+            if not self._in_use(self.model, version):
+                shutil.rmtree(folder, ignore_errors=True)
+                log.info("removed the files of model=%s version=%d before its rewrite", self.model, version)
         if not versions:
             self.cache.remove_folder_if_empty()
-        return not self.cache.versions()
+        return not self.cache.versions() and not self.cache.old_copies()
 
 
 class StorageRepositories:
@@ -126,3 +162,15 @@ class StorageRepositories:
         return RemoteRepository(
             model.name, location, self._cache.for_model(model.name, model.base_path), self._in_use
         )
+
+    def sweep_unused(self, models: Sequence[ModelConfig]) -> None:
+        """At startup: delete the cached copies of every (model, base URL) that ``models`` do not name.
+
+        Copies of models dropped from the config, or whose base path changed, while the server was down
+        are otherwise never deleted. Only this process's locked cache is touched, and only folders it
+        could have made; a server with no URL base path has no cache and sweeps nothing.
+        """
+        if self._cache is None:
+            return
+        for folder in self._cache.sweep({(m.name, m.base_path) for m in models if is_url(m.base_path)}):
+            log.info("removed cached copies no model of the config uses: %s", folder)

@@ -2,7 +2,9 @@
 
 Plots: requests/s against p99 latency for every trial (the SLO line, the chosen point marked), the peak
 memory of every configuration (the budget line), and the best stack next to the best coupled configuration
-when both architectures were measured. A table lists every trial.
+when both architectures were measured (each architecture's best as `Search.best` defines it, never
+recomputed here). When nothing fitted, the nearest misses and how far over each limit they were. A table
+lists every trial, with its concurrency and whether the load generator saturated.
 """
 
 from __future__ import annotations
@@ -10,10 +12,10 @@ from __future__ import annotations
 import html
 import io
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 
 from modelserve.tune.results import Limits, TrialResult
+from modelserve.tune.search import SearchOutcome
 
 MIB = 2**20
 _COLOURS = {"stack": "#1f77b4", "coupled": "#d62728"}
@@ -119,32 +121,49 @@ def coupled_vs_decoupled(stack: TrialResult, coupled: TrialResult) -> str:
     return _svg(figure)
 
 
-def best_of(trials: Sequence[TrialResult], architecture: str) -> TrialResult | None:
-    """The fastest fitting configuration of ``architecture`` by its mean rate, over confirmation trials when
-    there are some (one lucky short trial should not stand for an architecture)."""
-    fitting = [t for t in trials if t.config.architecture == architecture and t.fits]
-    confirmed = [t for t in fitting if t.phase == "confirm"] or fitting
-    by_config: dict[object, list[TrialResult]] = {}
-    for trial in confirmed:
-        by_config.setdefault(trial.config, []).append(trial)
-    means = [replace(group[0], rps=sum(t.rps for t in group) / len(group)) for group in by_config.values()]
-    return max(means, key=lambda t: t.rps, default=None)
+def nearest_misses(misses: Sequence[TrialResult], limits: Limits) -> str:
+    """A table of the configurations closest to the limits, with each limit next to what was measured."""
+    if not misses:
+        return ""
+    rows = []
+    for trial in misses:
+        over = []
+        if limits.p99_slo_ms is not None and trial.p99_ms > limits.p99_slo_ms:
+            over.append(f"p99 {trial.p99_ms:.1f} ms &gt; {limits.p99_slo_ms:g} ms")
+        if limits.memory_budget_bytes is not None and trial.peak_pss_bytes > limits.memory_budget_bytes:
+            over.append(
+                f"{trial.peak_pss_bytes / MIB:.0f} MiB &gt; {limits.memory_budget_bytes / MIB:.0f} MiB"
+            )
+        device_budget = limits.device_memory_budget_bytes
+        if device_budget is not None and (
+            trial.peak_device_bytes is None or trial.peak_device_bytes > device_budget
+        ):
+            device = (
+                "unknown" if trial.peak_device_bytes is None else f"{trial.peak_device_bytes / MIB:.0f} MiB"
+            )
+            over.append(f"GPU {device} &gt; {device_budget / MIB:.0f} MiB")
+        if trial.errors > limits.max_error_ratio * max(trial.requests, 1) or not trial.requests:
+            over.append(f"{trial.errors} errors in {trial.requests} requests")
+        rows.append(
+            f"<tr><td>{html.escape(trial.config.label)}</td><td>{trial.concurrency or '-'}</td>"
+            f"<td>{trial.rps:.1f}</td><td>{'; '.join(over) or 'over a limit in one measurement'}</td></tr>"
+        )
+    return (
+        "<h2>Nearest misses</h2><table class='misses'><tr><th>configuration</th><th>concurrency</th>"
+        "<th>req/s</th><th>over</th></tr>" + "".join(rows) + "</table>"
+    )
 
 
-def render(
-    trials: Sequence[TrialResult],
-    best: TrialResult | None,
-    limits: Limits,
-    summary: Sequence[tuple[str, str]],
-) -> str:
+def render(outcome: SearchOutcome, limits: Limits, summary: Sequence[tuple[str, str]]) -> str:
     """The whole report as one HTML document."""
+    trials, best = outcome.trials, outcome.best
     sections = [
         "<h2>Throughput vs p99</h2>",
         f'<div class="plot" id="throughput">{throughput_vs_p99(trials, best, limits)}</div>',
         "<h2>Memory per configuration</h2>",
         f'<div class="plot" id="memory">{memory_per_configuration(trials, best, limits)}</div>',
     ]
-    stack, coupled = best_of(trials, "stack"), best_of(trials, "coupled")
+    stack, coupled = outcome.best_by_architecture.get("stack"), outcome.best_by_architecture.get("coupled")
     if stack is not None and coupled is not None:
         sections += [
             "<h2>Coupled vs decoupled</h2>",
@@ -154,11 +173,15 @@ def render(
             f"the requests/s, {stack.peak_pss_bytes / max(coupled.peak_pss_bytes, 1):.2f}x the memory.</p>",
         ]
     chosen = (
-        f"<p class='chosen'>Chosen: <b>{html.escape(best.config.label)}</b>: {best.rps:.1f} requests/s, "
-        f"p99 {best.p99_ms:.1f} ms, {best.peak_pss_bytes / MIB:.0f} MiB</p>"
+        f"<p class='chosen'>Chosen: <b>{html.escape(best.config.label)}</b>: {best.rps:.1f} requests/s "
+        f"at {best.concurrency or '?'} requests in flight, p99 {best.p99_ms:.1f} ms, "
+        f"{best.peak_pss_bytes / MIB:.0f} MiB</p>"
         if best is not None
-        else "<p class='chosen'>No configuration respected the limits.</p>"
+        else "<p class='chosen'>No configuration respected the limits: nothing was chosen.</p>"
     )
+    if outcome.interrupted:
+        chosen += "<p class='chosen'>The search was interrupted: this is what was measured until then.</p>"
+    misses = nearest_misses(outcome.nearest_misses, limits)
     rows = "\n".join(_row(i, t, best) for i, t in enumerate(trials, 1))
     facts = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in summary)
     return f"""<!DOCTYPE html>
@@ -174,10 +197,12 @@ tr.chosen {{ background: #ffe8c2; }} tr.over {{ color: #999; }}
 <h1>modelserve tune</h1>
 {chosen}
 <table class="summary">{facts}</table>
+{misses}
 {"".join(sections)}
 <h2>Every trial</h2>
-<table class="trials"><tr><th>#</th><th>phase</th><th>configuration</th><th>req/s</th><th>p50 ms</th>
-<th>p99 ms</th><th>errors</th><th>peak PSS MiB</th><th>measured s</th><th>verdict</th></tr>
+<table class="trials"><tr><th>#</th><th>phase</th><th>configuration</th><th>concurrency</th><th>req/s</th>
+<th>p50 ms</th><th>p99 ms</th><th>errors</th><th>peak PSS MiB</th><th>measured s</th><th>load generator</th>
+<th>verdict</th></tr>
 {rows}
 </table></body></html>
 """
@@ -194,18 +219,17 @@ def _row(index: int, trial: TrialResult, best: TrialResult | None) -> str:
     css = "chosen" if chosen else ("" if trial.fits else "over")
     return (
         f"<tr class='{css}'><td>{index}</td><td>{trial.phase}</td><td>{html.escape(trial.config.label)}</td>"
-        f"<td>{trial.rps:.1f}</td><td>{trial.p50_ms:.1f}</td><td>{trial.p99_ms:.1f}</td><td>{trial.errors}</td>"
-        f"<td>{trial.peak_pss_bytes / MIB:.0f}</td><td>{trial.measured_s:.1f}</td>"
+        f"<td>{trial.concurrency or '-'}</td><td>{trial.rps:.1f}</td><td>{trial.p50_ms:.1f}</td>"
+        f"<td>{trial.p99_ms:.1f}</td><td>{trial.errors}</td><td>{trial.peak_pss_bytes / MIB:.0f}</td>"
+        f"<td>{trial.measured_s:.1f}</td>"
+        f"<td>{'SATURATED (req/s is a lower bound)' if trial.saturated else 'ok'}</td>"
         f"<td>{html.escape(verdict)}</td></tr>"
     )
 
 
 def write_report(
-    path: Path,
-    trials: Sequence[TrialResult],
-    best: TrialResult | None,
-    limits: Limits,
-    summary: Sequence[tuple[str, str]] = (),
+    path: Path, outcome: SearchOutcome, limits: Limits, summary: Sequence[tuple[str, str]] = ()
 ) -> Path:
-    path.write_text(render(trials, best, limits, summary))
+    """Write the report of ``outcome`` to ``path``."""
+    path.write_text(render(outcome, limits, summary))
     return path

@@ -98,6 +98,7 @@ class SearchSpace:
     upstreams: tuple[str, ...] = UPSTREAMS
     batching: tuple[Batching, ...] = DEFAULT_BATCHING  # the first is tried first
     start_workers: int = 4  # the screening worker count of the stack (coupled: min(2, max))
+    threads: int = 4  # threads per gthread worker (the stack's)
     grid_workers: tuple[int, ...] = (1, 2, 4, 8)  # the worker counts of the exhaustive grid
 
     def __post_init__(self) -> None:
@@ -121,7 +122,7 @@ class SearchSpace:
         counts = sorted({self.clamp(n) for n in self.grid_workers})
         if "stack" in self.architectures:
             points += [
-                TrialConfig("stack", worker_class, workers, upstream, batching)
+                TrialConfig("stack", worker_class, workers, upstream, batching, self.threads)
                 for upstream in self.upstreams
                 for batching in self.batching
                 for worker_class in self.worker_classes

@@ -23,7 +23,7 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2  # type: ignore[i
 
 from modelserve.core.inference import InferenceService
 from modelserve.errors import FailedPrecondition, InvalidArgument
-from modelserve.frontends.health import Health
+from modelserve.frontends.health import Health, health_of
 from modelserve.proto import POOL
 
 log = logging.getLogger("modelserve.grpc")
@@ -96,7 +96,7 @@ class GrpcServer:
     ) -> None:
         self.service = service
         self.settings = settings
-        self.readiness = readiness or Health(service.manager)
+        self.readiness = health_of(service.manager, readiness)
         options = {**_DEFAULT_OPTIONS, **parse_channel_arguments(settings.channel_arguments)}
         self._server = grpc.aio.server(options=list(options.items()))
         self.service_names: list[str] = []
@@ -132,7 +132,7 @@ class GrpcServer:
         return bound
 
     async def update_health(self) -> None:
-        """SERVING while every configured model has an available version, else NOT_SERVING."""
+        """SERVING while the server is ready (see ``frontends.health``), else NOT_SERVING."""
         if self._health is None:
             return
         ready = self.readiness.ready()

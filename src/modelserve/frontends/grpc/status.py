@@ -4,12 +4,12 @@
 goes to the client verbatim. Every servicer method is wrapped by `at_edge`, so no exception escapes as
 grpc's generic "Unexpected error" and one bad request never affects another. Inference methods use
 `counted_at_edge` instead, which also counts and times each call on the servicer's ``requests``
-(``metrics.RequestMetrics``; None: not counted).
+(``metrics.RequestMetrics``; None: not counted) with the status the client got. V2's streaming
+``ModelStreamInfer`` is not counted: one call carries many requests, each with its own status.
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 import time
@@ -65,12 +65,12 @@ async def _abort(exc: Exception, context: Any, name: str) -> None:
     await context.abort(grpc.StatusCode.INTERNAL, f"Internal error: {type(exc).__name__}: {exc}")
 
 
-def _code_name(exc: BaseException) -> str:
-    if isinstance(exc, ServingError):
-        return exc.code.name
-    if isinstance(exc, grpc.aio.AbortError):
-        return "ABORTED"
-    return "CANCELLED" if isinstance(exc, asyncio.CancelledError) else "INTERNAL"
+def _sent_code(context: Any) -> str:
+    """The name of the status the call ended with (set by ``context.abort``)."""
+    sent = context.code()
+    if isinstance(sent, grpc.StatusCode):
+        return str(sent.name)
+    return grpc_status(Code(sent)).name if isinstance(sent, int) else "UNKNOWN"
 
 
 def counted_at_edge(
@@ -96,10 +96,13 @@ def counted_at_edge(
                 version = version_of(response)
                 return response
             except BaseException as exc:
-                code = _code_name(exc)
                 if not isinstance(exc, Exception):
+                    code = "CANCELLED"  # the client went away, or the server stops
                     raise
-                await _abort(exc, context, method.__name__)
+                try:
+                    await _abort(exc, context, method.__name__)
+                finally:
+                    code = _sent_code(context)  # what the client got, even if the servicer aborted itself
             finally:
                 requests.in_flight["grpc"] -= 1
                 requests.observe(model_of(request), version, api, "grpc", code, time.perf_counter() - started)

@@ -21,7 +21,7 @@ from modelserve.codecs.v2_metadata import available_versions, model_metadata, se
 from modelserve.core.inference import InferenceService
 from modelserve.errors import NotFound, ServingError
 from modelserve.frontends.grpc.status import at_edge, counted_at_edge, deadline_seconds, with_routing_key
-from modelserve.frontends.health import Health
+from modelserve.frontends.health import Health, health_of
 from modelserve.metrics import RequestMetrics
 from modelserve.proto.inference import grpc_service_pb2 as pb
 from modelserve.proto.inference import grpc_service_pb2_grpc as pb_grpc
@@ -39,7 +39,7 @@ class V2Servicer(pb_grpc.GRPCInferenceServiceServicer):
     ) -> None:
         self.service = service
         self.requests = requests
-        self.health = health or Health(service.manager)
+        self.health = health_of(service.manager, health)
 
     @at_edge
     async def ServerLive(self, request: Any, context: Any) -> Any:

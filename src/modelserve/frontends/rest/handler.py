@@ -6,12 +6,13 @@ is a ``ServingError`` mapped to TF Serving's HTTP status and ``{"error": ...}`` 
 
 ``handle`` is also where REST requests are counted and timed (``metrics.RequestMetrics``) and written to
 the access log: one place for TF Serving's and V2's paths. With neither on, it costs one attribute test.
-Besides the model APIs it answers ``/healthz`` (live), ``/readyz`` (ready: every model AVAILABLE and not
-shutting down; else 503 naming what is not), the status page and the Prometheus path.
+Besides the model APIs it answers ``/healthz`` (live), ``/readyz`` (ready: see ``frontends.health``; else
+503 naming what is not), the status page and the Prometheus path.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -26,7 +27,7 @@ from modelserve.codecs import tfserving_json as codec
 from modelserve.core.inference import InferenceService, ModelSpec, PreparedCall
 from modelserve.core.signature import CLASSIFY_METHOD, REGRESS_METHOD
 from modelserve.errors import InvalidArgument, NotFound, ServingError
-from modelserve.frontends.health import Health
+from modelserve.frontends.health import Health, health_of
 from modelserve.frontends.rest.routes import Route, match_route
 from modelserve.frontends.rest.served_version import ROUTING_KEY, json_head, served_version
 from modelserve.frontends.rest.server_status import server_status
@@ -73,6 +74,15 @@ def error_reply(error: ServingError) -> Reply:
     return error.http_status, codec.encode_error(error.message)
 
 
+def failed_reply(error: BaseException | None) -> Reply:
+    """The reply to a pending request that ended without one: cancelled at the drain deadline (``None`` or
+    ``CancelledError``: 503), or an unexpected exception (500). The HTTP server sends it and the metrics
+    count it, so both always agree."""
+    if error is None or isinstance(error, asyncio.CancelledError):
+        return 503, codec.encode_error("The server is shutting down")
+    return 500, codec.encode_error(f"Internal error: {error}")
+
+
 def body_too_large_reply(limit: int) -> Reply:
     return 413, codec.encode_error(
         f"Request body too large: the limit is {limit} bytes (--max_request_body_bytes)"
@@ -94,7 +104,7 @@ class RestHandler:
     ) -> None:
         self.service = service
         self.settings = settings or RestSettings()
-        self.health = health or Health(service.manager)
+        self.health = health_of(service.manager, health)
         self._metrics = metrics
         self._metrics_head = f"content-type: {METRICS_CONTENT_TYPE}\r\n".encode()
         self._v2 = V2Handler(service, self.settings.timeout_seconds, self.health)
@@ -127,8 +137,8 @@ class RestHandler:
             requests.in_flight["rest"] += 1
         try:
             reply = await pending
-        except BaseException:
-            self._done(method, path, (503, b""), started)  # cancelled at shutdown: the server answers 503
+        except BaseException as error:
+            self._done(method, path, failed_reply(error), started)  # what the HTTP server answers
             raise
         finally:
             if requests is not None:
@@ -149,6 +159,8 @@ class RestHandler:
                 model, version, api = labels
                 if len(reply) == 3:
                     version = served_version(reply[2]) or version
+                elif reply[0] >= 400:
+                    version = ""  # no version answered: the one asked for would let clients add series
                 requests.observe(model, version, api, "rest", str(reply[0]), seconds)
         if self.settings.access_log:
             event(
@@ -225,9 +237,12 @@ class RestHandler:
 
     def _readiness(self) -> Reply:
         not_ready = self.health.not_ready()
-        if not not_ready:
-            return 200, b'{"status":"ready"}'
-        return 503, orjson.dumps({"status": "not ready", "not_ready": not_ready})
+        if not_ready:
+            return 503, orjson.dumps({"status": "not ready", "not_ready": not_ready})
+        unavailable = self.health.unavailable()  # models added by a reload, not loaded (yet)
+        if unavailable:
+            return 200, orjson.dumps({"status": "ready", "unavailable": unavailable})
+        return 200, b'{"status":"ready"}'
 
     # -- predict ---------------------------------------------------------------------------------
 

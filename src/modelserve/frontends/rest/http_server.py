@@ -8,7 +8,8 @@ synchronously (the handler ran the model inline) is parsed, answered and written
 Supported: keep-alive, pipelining (replies in request order), chunked request bodies, ``Expect:
 100-continue``, a body size limit enforced while reading (413, then the connection closes), idle keep-alive
 timeout, back-pressure (reading pauses while the client is not reading replies), graceful shutdown
-(connections already in the kernel's accept queue are served, not reset: see ``modelserve.draining``).
+(connections already in the kernel's accept queue are served, not reset: see ``modelserve.draining``; a
+request that arrives on a keep-alive connection during the drain is answered, with ``connection: close``).
 """
 
 from __future__ import annotations
@@ -27,13 +28,14 @@ from urllib.parse import unquote
 import httptools
 
 from modelserve.codecs.tfserving_json import encode_error
-from modelserve.draining import queue_drained, refuse_new_connections
+from modelserve.draining import drain_listener
 from modelserve.frontends.rest.handler import (
     NO_HEADERS,
     PendingReply,
     Reply,
     RestHandler,
     body_too_large_reply,
+    failed_reply,
 )
 
 log = logging.getLogger("modelserve.http")
@@ -50,6 +52,13 @@ _CORS = (
 _MAX_PIPELINED = 16  # replies queued on one connection before we stop reading from it
 _MAX_HEAD_BYTES = 64 * 1024  # request line + headers; more gets 431
 _JSON_HEAD = b"content-type: application/json\r\ncontent-length: "
+# On shutdown an idle keep-alive connection stays open this long (within the drain timeout): a request a
+# client (a pooled gateway connection) sent just as the drain began is answered, with connection: close,
+# instead of meeting a closed socket.
+_IDLE_GRACE_SECONDS = 1.0
+# At the drain deadline, after the cancelled requests' 503 replies are queued: time for them to be sent
+# before the connections that are still open are aborted.
+FLUSH_SECONDS = 1.0
 
 
 class _Clock:
@@ -103,7 +112,7 @@ class HttpConnection(asyncio.Protocol):
         self._size = 0
         self._too_large = False
         self._in_message = False
-        self._closing = False  # graceful shutdown or idle timeout: close once the pipeline is empty
+        self._closing = False  # shutdown or idle timeout: the last reply says connection: close, then close
         self._stopped = False  # a closing reply is queued: ignore whatever the client sends next
         self._write_paused = False
         self._reading_paused = False
@@ -249,10 +258,10 @@ class HttpConnection(asyncio.Protocol):
     def _complete(self, slot: _Slot, task: asyncio.Task[Reply]) -> None:
         self._server.tasks.discard(task)
         if task.cancelled():
-            slot.reply = (503, encode_error("The server is shutting down"))
+            slot.reply = failed_reply(None)  # cancelled at the drain deadline: 503
         elif task.exception() is not None:
             log.error("reply failed", exc_info=task.exception())
-            slot.reply = (500, encode_error(f"Internal error: {task.exception()}"))
+            slot.reply = failed_reply(task.exception())
         else:
             slot.reply = task.result()
         self._flush()
@@ -274,6 +283,9 @@ class HttpConnection(asyncio.Protocol):
         else:
             status, body, extra_fields = reply
             fields = extra_fields + b"content-length: "
+        # Shutting down: the last reply owed on this connection closes it, and says so.
+        if self._closing and not self._pipeline and not self._in_message:
+            keep_alive = False
         head = (
             _STATUS_LINES.get(status) or f"HTTP/1.1 {status} Unknown\r\n".encode(),
             fields,
@@ -287,9 +299,7 @@ class HttpConnection(asyncio.Protocol):
         transport.write(b"".join(head) if head_only else b"".join(head) + body)
         if not keep_alive:
             self._stopped = True
-            transport.close()
-        elif self._closing and not self._pipeline and not self._in_message:
-            transport.close()
+            transport.close()  # after the buffered replies are sent
 
     def _stop_with(self, reply: Reply) -> None:
         """Queue a final reply behind the pending ones, then close; nothing more is parsed."""
@@ -324,6 +334,11 @@ class HttpConnection(asyncio.Protocol):
     def stalled(self) -> bool:
         """In the middle of a request, with no reply pending (a client that stopped sending)."""
         return self._in_message and not self._pipeline
+
+    def close_after_replies(self) -> None:
+        """Shutdown: the replies owed (and any request that arrives meanwhile) are answered with
+        ``connection: close``, then the connection closes; an idle one stays open until closed."""
+        self._closing = True
 
     def close_when_idle(self) -> None:
         """Graceful close: now if idle, else after the replies in flight are written."""
@@ -370,25 +385,41 @@ class HttpServer:
     async def shutdown(self, timeout: float = 30.0) -> None:
         """Stop accepting, finish the requests in flight (up to ``timeout``), close every connection.
 
-        New connections are refused first, and the ones already queued by the kernel are accepted and
-        served before the listener closes. Idle keep-alive connections close at once; busy ones after
-        their replies (sent with ``connection: close``).
+        1. New connections are refused; the ones the kernel already queued are accepted (by this loop,
+           while another thread watches the queue) and served; then the listener closes.
+        2. Busy connections close after their replies, sent with ``connection: close``. Idle keep-alive
+           connections stay open for ``_IDLE_GRACE_SECONDS``: a request arriving on one is answered, with
+           ``connection: close``; then the idle ones close.
+        3. At the deadline, the requests still running are cancelled and answered 503; once those replies
+           are sent (or ``FLUSH_SECONDS`` passed), whatever is still open is aborted.
         """
         deadline = time.monotonic() + timeout
         if self._server is not None:
-            if self._sock is not None and refuse_new_connections(self._sock):
-                started = time.monotonic()
-                while not queue_drained(self._sock, started) and time.monotonic() < deadline:
-                    await asyncio.sleep(0.005)
+            if self._sock is not None:
+                await asyncio.to_thread(drain_listener, self._sock, timeout)
             self._server.close()
         if self._sweeper is not None:
             self._sweeper.cancel()
         for connection in list(self.connections):
-            connection.close_when_idle()
+            connection.close_after_replies()
+        idle_until, idle_closed = time.monotonic() + _IDLE_GRACE_SECONDS, False
         while (self.connections or self.tasks) and time.monotonic() < deadline:
+            if not idle_closed and time.monotonic() >= idle_until:
+                idle_closed = True
+                for connection in list(self.connections):
+                    connection.close_when_idle()
             await asyncio.sleep(0.02)
-        for task in list(self.tasks):
-            task.cancel()
+        if self.tasks:
+            tasks = list(self.tasks)
+            for task in tasks:
+                task.cancel()
+            # Their done callbacks queue the 503 replies before gather returns.
+            await asyncio.gather(*tasks, return_exceptions=True)
+        flushed = time.monotonic() + FLUSH_SECONDS
+        for connection in list(self.connections):
+            connection.close_when_idle()
+        while self.connections and time.monotonic() < flushed:
+            await asyncio.sleep(0.01)
         for connection in list(self.connections):
             connection.abort()
         if self._server is not None:

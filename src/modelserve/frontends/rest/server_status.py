@@ -17,7 +17,10 @@ from modelserve.process_memory import process_memory
 
 def server_status(manager: ModelManager) -> dict[str, Any]:
     statuses = manager.all_statuses()
-    models: dict[str, dict[str, Any]] = {}
+    # Every configured model, those with no version yet included (a model a reload added, still empty).
+    models: dict[str, dict[str, Any]] = {
+        name: {"name": name, "versions": []} for name in manager.model_names()
+    }
     for status in statuses:
         model = models.setdefault(status.model, {"name": status.model, "versions": []})
         model["versions"].append(

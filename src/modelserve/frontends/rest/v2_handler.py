@@ -27,7 +27,7 @@ from modelserve.codecs import v2_json
 from modelserve.codecs.v2_metadata import available_versions, model_metadata, server_metadata, v2_model_spec
 from modelserve.core.inference import InferenceService, ModelSpec, PreparedCall
 from modelserve.errors import InvalidArgument, NotFound, ServingError
-from modelserve.frontends.health import Health
+from modelserve.frontends.health import Health, health_of
 from modelserve.frontends.rest.served_version import ROUTING_KEY, json_head, version_line
 
 log = logging.getLogger("modelserve.rest.v2")
@@ -58,7 +58,7 @@ class V2Handler:
     ) -> None:
         self.service = service
         self.timeout_seconds = timeout_seconds
-        self.health = health or Health(service.manager)
+        self.health = health_of(service.manager, health)
 
     def handle(
         self, method: str, path: str, body: bytes, headers: Mapping[bytes, bytes]
