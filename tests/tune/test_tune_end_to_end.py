@@ -13,22 +13,11 @@ import time
 from pathlib import Path
 
 import psutil
+from stack.stack_support import TINY_HANDLER  # tests/stack's handler
 
 from modelserve.cli import build_parser
 from modelserve.tune.trial import BUDGET_SLACK_S
 
-HANDLER = """
-import numpy as np
-from modelserve.gateway import Request
-
-MODEL = "tiny"
-
-def preprocess(request: Request) -> dict[str, np.ndarray]:
-    return {"x": np.asarray([request.json()["x"]], np.float32)}
-
-def postprocess(request: Request, outputs: dict[str, np.ndarray]) -> object:
-    return {"argmax": int(np.argmax(outputs["y"][0]))}
-"""
 BUDGET_S = 60  # two screening trials, a climb and a confirmation, even on a busy 2-core machine
 MEMORY_BUDGET_MIB = 1536
 SLO_MS = 500.0
@@ -38,7 +27,7 @@ def test_tune_chooses_a_configuration_within_the_limits_and_writes_every_file(
     tmp_path: Path, tiny_repo: Path
 ) -> None:
     handler = tmp_path / "e2e_tiny_handler.py"
-    handler.write_text(HANDLER)
+    handler.write_text(TINY_HANDLER)
     out = tmp_path / "out"
     started = time.monotonic()
     run = subprocess.run(
@@ -82,7 +71,7 @@ def test_sigterm_mid_trial_stops_the_trial_writes_the_result_and_exits(
     tmp_path: Path, tiny_repo: Path
 ) -> None:
     handler = tmp_path / "sigterm_tiny_handler.py"
-    handler.write_text(HANDLER)
+    handler.write_text(TINY_HANDLER)
     out = tmp_path / "out"
     tune = subprocess.Popen(
         [sys.executable, "-m", "modelserve", "tune", f"--handler={handler}", "--model_name=tiny",

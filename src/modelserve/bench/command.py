@@ -5,8 +5,9 @@ open loop (constant or ``--arrival poisson``) whose latencies count from each in
 comes from ``--body`` (text, or ``@file``), ``--template`` (placeholders expanded per request, see
 docs/bench.md), or ``--model`` (random inputs from the model's signature, read from the server). Memory of
 ``--pid`` processes or of a running ``modelserve stack`` (``--stack-ready-file``) is sampled during the run.
-``--ceiling`` measures bench itself against a trivial local server. Exit status: 0, or 1 when no request
-of the measured window succeeded, or 2 for bad arguments.
+``--ceiling`` measures bench itself against a trivial local server. ``--architecture stack|coupled|both``
+starts a handler and model itself (decoupled, or the model in every worker) and compares them. Exit
+status: 0, or 1 when no request of the measured window succeeded, or 2 for bad arguments.
 
 Examples::
 
@@ -21,14 +22,24 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 from pathlib import Path
 from typing import Any
 
 from modelserve.bench.bodies import body_argument, expand_template, signature_request
+from modelserve.bench.deployment import ArchitectureRun, add_deployment_arguments, comparison, deployments
 from modelserve.bench.load import LoadResult, LoadSpec, RequestTemplate, run_load
 from modelserve.bench.memory import MemoryResult, MemorySampler, stack_pids
 from modelserve.bench.progress import LiveProgress
-from modelserve.bench.report import memory_table, result_table, write_csv, write_json
+from modelserve.bench.report import (
+    csv_row,
+    document,
+    memory_table,
+    result_table,
+    write_csv,
+    write_csv_rows,
+    write_json,
+)
 
 DEFAULT_CONCURRENCY = 8
 CEILING_CONCURRENCY = 64
@@ -84,6 +95,7 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--ceiling", action="store_true", help="measure bench itself against a trivial server"
     )
+    add_deployment_arguments(parser)
     return parser
 
 
@@ -138,6 +150,8 @@ def run_bench(args: argparse.Namespace) -> int:
     try:
         if args.ceiling:
             return _ceiling(args, out, err)
+        if args.architecture:
+            return _architectures(args, out, err)
         if not args.url:
             raise ValueError("give a URL to load (or --ceiling)")
         spec = build_spec(args, build_request(args))
@@ -176,6 +190,54 @@ def _print(spec: LoadSpec, result: LoadResult, memory: MemoryResult | None, out:
         out.print(memory_table(memory))
     for note in result.notes:
         err.print(f"[yellow]modelserve bench: warning:[/yellow] {escape(note)}", soft_wrap=True)
+
+
+def _architectures(args: argparse.Namespace, out: Any, err: Any) -> int:
+    """``--architecture``: start each deployment, load it with the same spec, sample all its processes."""
+    runs: list[ArchitectureRun] = []
+    specs: dict[str, LoadSpec] = {}
+    with contextlib.closing(deployments(args)) as started:
+        for architecture, label, url, pids in started:
+            err.print(f"modelserve bench: {label} is up at {url}", soft_wrap=True)
+            spec = build_spec(args, _gateway_request(args, url))
+            with MemorySampler(pids, args.memory_interval) as sampler:
+                result = _run(spec, args)
+            runs.append(ArchitectureRun(architecture, label, result, sampler.result()))
+            specs[architecture] = spec
+    for run in runs:
+        out.print(result_table(specs[run.architecture], run.result, title=f"modelserve bench: {run.label}"))
+        out.print(memory_table(run.memory))
+    if len(runs) == 2:
+        out.print(comparison(runs), soft_wrap=True)
+    if args.json:
+        documents = {
+            run.architecture: {
+                "label": run.label,
+                **document(specs[run.architecture], run.result, run.memory),
+            }
+            for run in runs
+        }
+        args.json.write_text(json.dumps({"architectures": documents}, indent=1, allow_nan=False) + "\n")
+    if args.csv:  # one row per architecture, its configuration first
+        rows = [
+            {"architecture": run.label, **csv_row(specs[run.architecture], run.result, run.memory)}
+            for run in runs
+        ]
+        write_csv_rows(args.csv, rows)
+    return 0 if all(run.result.rps > 0 for run in runs) else 1
+
+
+def _gateway_request(args: argparse.Namespace, url: str) -> RequestTemplate:
+    """The request to a deployment bench started: --body or --template, sent to its URL."""
+    headers = tuple(_header(text) for text in args.header)
+    if not any(name.lower() == "content-type" for name, _ in headers):
+        headers = (("Content-Type", "application/json"), *headers)
+    if args.template:
+        pool = expand_template(body_argument(args.template).decode(), args.pool, args.seed)
+        return RequestTemplate(url, args.method or "POST", headers=headers, bodies=pool)
+    if not args.body:
+        raise ValueError("--architecture needs the request for the handler: --body or --template")
+    return RequestTemplate(url, args.method or "POST", body_argument(args.body), headers)
 
 
 def _ceiling(args: argparse.Namespace, out: Any, err: Any) -> int:

@@ -94,11 +94,15 @@ def csv_row(spec: LoadSpec, result: LoadResult, memory: MemoryResult | None) -> 
 
 
 def write_csv(path: str | Path, spec: LoadSpec, result: LoadResult, memory: MemoryResult | None) -> None:
-    row = csv_row(spec, result, memory)
+    write_csv_rows(path, [csv_row(spec, result, memory)])
+
+
+def write_csv_rows(path: str | Path, rows: list[dict[str, Any]]) -> None:
+    """Rows with the same columns (those of the first), a header first."""
     with Path(path).open("w", newline="") as stream:
-        writer = csv.DictWriter(stream, fieldnames=list(row))
+        writer = csv.DictWriter(stream, fieldnames=list(rows[0]))
         writer.writeheader()
-        writer.writerow(row)
+        writer.writerows(rows)
 
 
 def _mib(value: int) -> str:

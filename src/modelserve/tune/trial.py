@@ -23,7 +23,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -118,6 +118,17 @@ class TrialRunner:
         # The real cost, the stop included (a failed trial's measured_s is a window it never ran).
         spent = time.monotonic() - started
         return replace(result, duration_s=spent + (result.measured_s if result.failure else 0.0))
+
+    @contextlib.contextmanager
+    def running(self, config: TrialConfig) -> Iterator[tuple[str, list[int]]]:
+        """Start ``config``, yield its base URL and the pids to sample, and always stop it: a deployment for
+        a caller that runs its own load (``modelserve bench --architecture``). TrialFailed if it cannot start.
+        """
+        self._count += 1
+        try:
+            yield self._bring_up(config, time.monotonic() + self.workload.startup_timeout_s, 0.0)
+        finally:
+            self._take_down(time.monotonic() + _STOP_GRACE_S)
 
     def _bring_up(self, config: TrialConfig, deadline: float, tail: float) -> tuple[str, list[int]]:
         """Start ``config`` in its own folder; its URL and the pids to sample (the stack's gateway second)."""
