@@ -154,3 +154,26 @@ def test_the_gateway_stop_fits_in_its_graceful_timeout(tmp_path: Path) -> None:
         queued.close()
         gateway.kill()
     assert elapsed < grace + 1.5, f"stopped after {elapsed:.1f} s, --graceful-timeout {grace}"
+
+
+def test_stack_drains_every_tier_on_sigterm(slow_server_flags: list[str], tmp_path: Path) -> None:
+    """SIGTERM to ``modelserve stack`` under load: the gateway drains first, then the model server; every
+    request the gateway accepted is answered 200, and the stack exits 0."""
+    from stack.stack_support import TINY_HANDLER, StackRun
+
+    handler = write_handler(tmp_path, TINY_HANDLER, "ops_stack_handler.py")
+    serve_args = [f"--serve-arg={flag}" for flag in slow_server_flags if not flag.startswith("--model_")]
+    models = [flag for flag in slow_server_flags if flag.startswith("--model_")]
+    run = StackRun(
+        [str(handler), *models, *serve_args, "--rest_api_port=0", "--grpc_port=0", "--port=0",
+         "--workers=2", "--worker-class=gthread", "--graceful-timeout=20"],
+        tmp_path / "stack",
+    )  # fmt: skip
+    run.workdir.mkdir()
+    run.start()
+    try:
+        load = LoadClients(f"{run.url}/predict", json.dumps({"x": [0.5] * 64}).encode())
+        assert run.process is not None
+        stop_under_load(run.process, load, exit_within=40)
+    finally:
+        run.kill()
