@@ -58,3 +58,18 @@ def test_architecture_without_a_body_is_a_usage_error(tmp_path: Path, tiny_repo:
     )  # fmt: skip
     assert run.returncode == 2, run.stdout + run.stderr
     assert "--body or --template" in run.stderr
+
+
+def test_a_deployment_that_cannot_start_is_reported_and_cleaned_up(tmp_path: Path, tiny_repo: Path) -> None:
+    broken = tmp_path / "bench_broken_handler.py"
+    broken.write_text("def preprocess(request):\n    return {}\n")  # no MODEL, no postprocess
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    run = subprocess.run(
+        [sys.executable, "-m", "modelserve", "bench", "--architecture=stack", f"--handler={broken}",
+         "--model_name=tiny", f"--model_base_path={tiny_repo}", f"--body={BODY}", "--no-progress",
+         "--startup-timeout=60"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert "exited with code" in run.stderr, run.stderr
+    assert not {p.pid for p in psutil.Process().children(recursive=True)} - before

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -196,10 +197,11 @@ def _architectures(args: argparse.Namespace, out: Any, err: Any) -> int:
     """``--architecture``: start each deployment, load it with the same spec, sample all its processes."""
     runs: list[ArchitectureRun] = []
     specs: dict[str, LoadSpec] = {}
+    request = _gateway_request(args, "")  # checked before anything starts; the URL is known once it is up
     with contextlib.closing(deployments(args)) as started:
         for architecture, label, url, pids in started:
             err.print(f"modelserve bench: {label} is up at {url}", soft_wrap=True)
-            spec = build_spec(args, _gateway_request(args, url))
+            spec = build_spec(args, dataclasses.replace(request, url=url))
             with MemorySampler(pids, args.memory_interval) as sampler:
                 result = _run(spec, args)
             runs.append(ArchitectureRun(architecture, label, result, sampler.result()))
