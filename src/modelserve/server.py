@@ -79,6 +79,10 @@ _NOT_IMPLEMENTED: dict[str, str] = {
 }
 
 
+class StoppedWhileStarting(Exception):
+    """SIGTERM/SIGINT came before the server was ready: it shuts down without opening its ports."""
+
+
 @dataclass(frozen=True, slots=True)
 class BoundPorts:
     rest_port: int | None
@@ -310,7 +314,12 @@ class ModelServer:
         return self._stop.is_set()
 
     async def serve(self) -> None:
-        ports = await self.startup()
+        try:
+            ports = await self.startup()
+        except StoppedWhileStarting:
+            log.info("stop requested while starting: shutting down before serving")
+            await self.shutdown()
+            return
         grpc_addresses = [f"{self.options.grpc_host}:{ports.grpc_port}"] if ports.grpc_port else []
         if self._grpc is not None and self.options.grpc_socket_path:
             grpc_addresses.append(f"unix:{self.options.grpc_socket_path}")
@@ -342,10 +351,18 @@ class ModelServer:
         if not starting.done():
             await asyncio.to_thread(self.source.stop)
         await starting
+        if self._stop.is_set():
+            raise StoppedWhileStarting
         # Cached copies of models dropped from the config while the server was down.
         await asyncio.to_thread(self.storage.sweep_unused, self.config.models)
-        # Loads run on loader threads; wait for them without blocking the event loop.
-        await asyncio.to_thread(self.manager.wait_until_settled)
+        # Loads run on loader threads; wait for them without blocking the event loop, or for a stop
+        # (the shutdown closes the manager, which releases this wait).
+        settling = asyncio.ensure_future(asyncio.to_thread(self.manager.wait_until_settled))
+        stopping = asyncio.ensure_future(self._stop.wait())
+        await asyncio.wait((settling, stopping), return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if self._stop.is_set():
+            raise StoppedWhileStarting
         for status in self.manager.all_statuses():
             if status.error_message:
                 log.error(
@@ -461,6 +478,7 @@ class ModelServer:
         async with self._reloading:
             added = {m.name for m in config.models} - {m.name for m in self.config.models}
             self.config = config
+            self.health.configured(model.name for model in config.models)
             self.manager.set_models(config.models)
             await asyncio.to_thread(self.source.update_models, config.models)
             # Versions still being written when the reload came in are part of it: wait (bounded) until

@@ -15,6 +15,16 @@ from stack.stack_support import TINY_HANDLER  # tests/stack's handler
 BODY = '{"x": [' + ", ".join(["0.5"] * 64) + "]}"
 
 
+def processes_naming(folder: Path) -> list[int]:
+    """Processes whose command line names ``folder`` (the handler's path is on every deployment's command
+    line); orphans re-parented to init are found too."""
+    found = []
+    for process in psutil.process_iter(["pid", "cmdline"]):
+        if any(str(folder) in part for part in process.info["cmdline"] or ()):
+            found.append(process.info["pid"])
+    return found
+
+
 def bench(tmp_path: Path, tiny_repo: Path, *flags: str) -> subprocess.CompletedProcess[str]:
     handler = tmp_path / "bench_arch_handler.py"
     handler.write_text(TINY_HANDLER)
@@ -27,7 +37,6 @@ def bench(tmp_path: Path, tiny_repo: Path, *flags: str) -> subprocess.CompletedP
 
 
 def test_both_architectures_are_measured_side_by_side_and_stopped(tmp_path: Path, tiny_repo: Path) -> None:
-    before = {p.pid for p in psutil.Process().children(recursive=True)}
     out_json, out_csv = tmp_path / "both.json", tmp_path / "both.csv"
     run = bench(tmp_path, tiny_repo, "--architecture=both", f"--json={out_json}", f"--csv={out_csv}")
     assert run.returncode == 0, run.stdout + run.stderr
@@ -44,8 +53,7 @@ def test_both_architectures_are_measured_side_by_side_and_stopped(tmp_path: Path
     rows = list(csv.DictReader(out_csv.open()))
     assert [row["architecture"].split("/")[0].split(" ")[0] for row in rows] == ["stack", "coupled"]
     assert "stack" in run.stdout and "coupled" in run.stdout and "x; p99" in run.stdout, run.stdout
-    leftover = {p.pid for p in psutil.Process().children(recursive=True)} - before
-    assert not leftover, "bench stops every deployment it started"
+    assert not processes_naming(tmp_path), "bench stops every deployment it started"
 
 
 def test_architecture_without_a_body_is_a_usage_error(tmp_path: Path, tiny_repo: Path) -> None:
@@ -63,7 +71,6 @@ def test_architecture_without_a_body_is_a_usage_error(tmp_path: Path, tiny_repo:
 def test_a_deployment_that_cannot_start_is_reported_and_cleaned_up(tmp_path: Path, tiny_repo: Path) -> None:
     broken = tmp_path / "bench_broken_handler.py"
     broken.write_text("def preprocess(request):\n    return {}\n")  # no MODEL, no postprocess
-    before = {p.pid for p in psutil.Process().children(recursive=True)}
     run = subprocess.run(
         [sys.executable, "-m", "modelserve", "bench", "--architecture=stack", f"--handler={broken}",
          "--model_name=tiny", f"--model_base_path={tiny_repo}", f"--body={BODY}", "--no-progress",
@@ -72,4 +79,4 @@ def test_a_deployment_that_cannot_start_is_reported_and_cleaned_up(tmp_path: Pat
     )  # fmt: skip
     assert run.returncode == 2, run.stdout + run.stderr
     assert "exited with code" in run.stderr, run.stderr
-    assert not {p.pid for p in psutil.Process().children(recursive=True)} - before
+    assert not processes_naming(tmp_path)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -43,14 +44,21 @@ def test_gateway_metrics_sum_every_worker(start_server: Any, digits_repo: Path, 
         body = {"pixels": np.ones((1, 64)).tolist()}
         pids = set()
         sent = 0
-        while len(pids) < 2 or sent < 20:  # new connections: the kernel spreads them over the workers
+
+        def send(_: int) -> int:
             reply = requests.post(
                 f"{gateway.url}/predict", json=body, headers={"Connection": "close"}, timeout=10
             )
             assert reply.status_code == 200
-            pids.add(reply.json()["pid"])
-            sent += 1
-            assert sent < 500, "one worker took every request"
+            pid: int = reply.json()["pid"]
+            return pid
+
+        # Concurrent requests on new connections: while one sync worker is busy, the other accepts.
+        with ThreadPoolExecutor(8) as pool:
+            while len(pids) < 2 or sent < 20:
+                pids.update(pool.map(send, range(16)))
+                sent += 16
+                assert sent < 1000, "one worker took every request"
         bad = requests.post(f"{gateway.url}/predict", json={"nothing": 1}, timeout=10)
         assert bad.status_code == 400
         samples = scrape(gateway.url)

@@ -114,3 +114,33 @@ def test_readiness_turns_off_at_sigterm_while_a_request_in_flight_still_complete
     assert slow == [200]
     probe.close()
     assert server.process.wait(20) == 0
+
+
+class _Manager:
+    """The two reads Health makes of the manager, over a fixed list of version statuses."""
+
+    def __init__(self, statuses: list[Any]) -> None:
+        self.statuses = statuses
+
+    def model_names(self) -> list[str]:
+        return sorted({s.model for s in self.statuses})
+
+    def all_statuses(self) -> list[Any]:
+        return self.statuses
+
+
+def test_a_startup_model_removed_by_a_reload_is_not_waited_for_while_it_unloads() -> None:
+    from modelserve.core.version_state import VersionState, VersionStatus
+    from modelserve.frontends.health import Health
+
+    manager = _Manager(
+        [VersionStatus("a", 1, VersionState.AVAILABLE), VersionStatus("b", 1, VersionState.AVAILABLE)]
+    )
+    health = Health(manager, required=["a", "b"])  # type: ignore[arg-type]
+    assert health.ready()
+    manager.statuses[1] = VersionStatus("b", 1, VersionState.UNLOADING)  # b left the config, still unloading
+    assert health.not_ready() == {"b": "version 1 UNLOADING"}
+    health.configured(["a"])
+    assert health.ready(), health.not_ready()
+    health.configured(["a", "b"])  # configured again: waited for again, as a startup model
+    assert not health.ready()

@@ -117,7 +117,7 @@ def proxy(request: pytest.FixtureRequest, start_server: Any, tiny_repo: Path) ->
 
 
 def test_a_request_on_a_connection_closed_before_any_reply_is_sent_again_once(proxy: ClosingProxy) -> None:
-    upstream = Upstream(GatewayOptions(handler="unused", model_server=proxy.url, retries=0))
+    upstream = Upstream(GatewayOptions(handler="unused", model_server=proxy.url, retries=1))
     call = ModelCall({"x": np.zeros((1, 64), np.float32)}, model="tiny")
     try:
         assert upstream.predict(call)["y"].shape == (1, 10)  # the pooled connection is now idle
@@ -130,5 +130,20 @@ def test_a_request_on_a_connection_closed_before_any_reply_is_sent_again_once(pr
         else:  # the pooled connection fails before any reply; a fresh one answers
             assert upstream.predict(call)["y"].shape == (1, 10)
             assert (proxy.requests - sent, proxy.connections) == (2, 2)
+    finally:
+        upstream.close()
+
+
+def test_with_no_retries_a_closed_connection_is_final(proxy: ClosingProxy) -> None:
+    """The same error is what a model server that died mid-request gives: --retries 0 never replays it."""
+    upstream = Upstream(GatewayOptions(handler="unused", model_server=proxy.url, retries=0))
+    call = ModelCall({"x": np.zeros((1, 64), np.float32)}, model="tiny")
+    try:
+        assert upstream.predict(call)["y"].shape == (1, 10)
+        sent = proxy.requests
+        proxy.armed = True
+        with pytest.raises(ModelServerError):
+            upstream.predict(call)
+        assert proxy.requests - sent == 1
     finally:
         upstream.close()

@@ -279,3 +279,5 @@ def test_a_stop_during_the_downloads_at_startup_exits_at_once(
     assert code == 0, output
     assert elapsed < 5, f"SIGTERM at startup waited {elapsed:.1f}s for the download"
     assert partial_downloads(cache) == [] and cached(cache, 1) is None
+    assert not (tmp_path / "ready.json").exists(), "a server stopped while starting never announces ready"
+    assert "stop requested while starting" in output

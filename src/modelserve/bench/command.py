@@ -198,14 +198,28 @@ def _architectures(args: argparse.Namespace, out: Any, err: Any) -> int:
     runs: list[ArchitectureRun] = []
     specs: dict[str, LoadSpec] = {}
     request = _gateway_request(args, "")  # checked before anything starts; the URL is known once it is up
-    with contextlib.closing(deployments(args)) as started:
-        for architecture, label, url, pids in started:
-            err.print(f"modelserve bench: {label} is up at {url}", soft_wrap=True)
-            spec = build_spec(args, dataclasses.replace(request, url=url))
-            with MemorySampler(pids, args.memory_interval) as sampler:
-                result = _run(spec, args)
-            runs.append(ArchitectureRun(architecture, label, result, sampler.result()))
-            specs[architecture] = spec
+    build_spec(args, request)
+    try:
+        with contextlib.closing(deployments(args)) as started:
+            for architecture, label, url, pids in started:
+                err.print(f"modelserve bench: {label} is up at {url}", soft_wrap=True)
+                spec = build_spec(args, dataclasses.replace(request, url=url))
+                with MemorySampler(pids, args.memory_interval) as sampler:
+                    result = _run(spec, args)
+                runs.append(ArchitectureRun(architecture, label, result, sampler.result()))
+                specs[architecture] = spec
+    except Exception:
+        _report_architectures(runs, specs, args, out)  # what was measured before the failure
+        raise
+    _report_architectures(runs, specs, args, out)
+    return 0 if all(run.result.rps > 0 for run in runs) else 1
+
+
+def _report_architectures(
+    runs: list[ArchitectureRun], specs: dict[str, LoadSpec], args: argparse.Namespace, out: Any
+) -> None:
+    if not runs:
+        return
     for run in runs:
         out.print(result_table(specs[run.architecture], run.result, title=f"modelserve bench: {run.label}"))
         out.print(memory_table(run.memory))
@@ -226,7 +240,6 @@ def _architectures(args: argparse.Namespace, out: Any, err: Any) -> int:
             for run in runs
         ]
         write_csv_rows(args.csv, rows)
-    return 0 if all(run.result.rps > 0 for run in runs) else 1
 
 
 def _gateway_request(args: argparse.Namespace, url: str) -> RequestTemplate:

@@ -25,8 +25,15 @@ class Health:
 
     def __init__(self, manager: ModelManager, required: Iterable[str] | None = None) -> None:
         self.manager = manager
-        self.required = None if required is None else frozenset(required)
+        self._startup = None if required is None else frozenset(required)
+        self.required = self._startup
         self.draining = False
+
+    def configured(self, models: Iterable[str]) -> None:
+        """A config reload named ``models``: a startup model it removed is no longer waited for, even
+        while its versions still unload (or every replica would leave its Service at the same moment)."""
+        if self._startup is not None:
+            self.required = self._startup & frozenset(models)
 
     def start_draining(self) -> None:
         """Shutdown began: report not ready from now on (idempotent)."""

@@ -72,7 +72,7 @@ def gunicorn_settings(options: GatewayOptions) -> dict[str, Any]:
 def stop_seconds(options: GatewayOptions) -> float:
     """The longest a graceful stop takes from SIGTERM to exit: the accept-queue drain and the workers'
     requests share one deadline (`_DrainingArbiter`); a pod's termination grace period must exceed it."""
-    return float(math.ceil(options.graceful_timeout))
+    return float(math.ceil(options.graceful_timeout)) + 1.0  # Gunicorn's wait is whole seconds, at least 1
 
 
 class GatewayApplication(BaseApplication):
@@ -193,9 +193,9 @@ class _DrainingArbiter(Arbiter):
             sock = getattr(listener, "sock", None)
             if sock is not None:
                 drain_listener(sock, max(0.0, deadline - time.monotonic()))
-        # Gunicorn reads graceful_timeout for its own wait: give it what is left (whole seconds, rounded
-        # down, as Gunicorn's setting is an integer).
-        self.cfg.set("graceful_timeout", max(0, math.floor(deadline - time.monotonic())))
+        # Gunicorn reads graceful_timeout for its own wait: give it what is left, in whole seconds (its
+        # setting is an integer) and never 0, which would SIGKILL the workers and their requests at once.
+        self.cfg.set("graceful_timeout", max(1, math.ceil(deadline - time.monotonic())))
         try:
             super().stop(graceful)
         finally:

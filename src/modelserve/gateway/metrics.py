@@ -21,6 +21,7 @@ Exported: ``modelserve_gateway_requests_total{route,method,code}``,
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
 import tempfile
@@ -74,17 +75,32 @@ def worker_exited(pid: int) -> None:
     from prometheus_client.mmap_dict import MmapedDict
 
     multiprocess.mark_process_dead(pid, folder)
-    for kind in _ARCHIVED_TYPES:
-        dead = Path(folder) / f"{kind}_{pid}.db"
-        if not dead.exists():
-            continue
-        archive = MmapedDict(str(Path(folder) / f"{kind}_archive.db"))
+    # Exclusive: a scrape (shared lock) never sees a worker's file both merged and still there (counted
+    # twice) or listed and then gone (an error).
+    with _folder_lock(folder, fcntl.LOCK_EX):
+        for kind in _ARCHIVED_TYPES:
+            dead = Path(folder) / f"{kind}_{pid}.db"
+            if not dead.exists():
+                continue
+            archive = MmapedDict(str(Path(folder) / f"{kind}_archive.db"))
+            try:
+                for key, value, timestamp, _ in MmapedDict.read_all_values_from_file(str(dead)):
+                    archive.write_value(key, archive.read_value(key)[0] + value, timestamp)
+            finally:
+                archive.close()
+            dead.unlink()
+
+
+@contextlib.contextmanager
+def _folder_lock(folder: str, mode: int) -> Iterator[None]:
+    """An flock on ``<folder>/.merge.lock``: exclusive while a dead worker's files are merged, shared
+    while a scrape reads the folder."""
+    with open(os.path.join(folder, ".merge.lock"), "a+b") as lock:
+        fcntl.flock(lock, mode)
         try:
-            for key, value, timestamp, _ in MmapedDict.read_all_values_from_file(str(dead)):
-                archive.write_value(key, archive.read_value(key)[0] + value, timestamp)
+            yield
         finally:
-            archive.close()
-        dead.unlink()
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def route_of(path: str) -> str:
@@ -141,9 +157,11 @@ class GatewayMetrics:
             return generate_latest(self._registry)
         from prometheus_client import multiprocess
 
+        folder = os.environ[MULTIPROC_ENV]
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
-        return generate_latest(registry)
+        multiprocess.MultiProcessCollector(registry, folder)
+        with _folder_lock(folder, fcntl.LOCK_SH):
+            return generate_latest(registry)
 
 
 def _operation(op: Any) -> str:

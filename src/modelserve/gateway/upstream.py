@@ -13,12 +13,14 @@ model server:
   after the request was sent and the model server for its own "shutting down": those may have run the
   model, so they are final.
 
-and, once per call, over REST, when a pooled keep-alive connection was closed by the model server before
-a reply's head came back (``closed_before_reply``): the server closed it as idle (its keep-alive timeout,
-or its shutdown) while the request was on its way, so the request never reached a handler. Every
-keep-alive client meets this race; the next attempt opens a fresh connection. (httpx reports a connection
-closed after part of a head like one closed before any byte; our model server writes a head and its body
-in one write, so only a reply cut inside its body is final here.)
+and, once per call and counted against ``retries``, over REST, when a connection was closed or reset by
+the model server before a reply's head came back (``closed_before_reply``). Usually the server closed an
+idle keep-alive connection (its keep-alive timeout) while the request was on its way, and the request never
+reached a handler; the next attempt opens a fresh connection. But the same error is what a client sees when
+the model server died while running the request (killed, out of memory), so this retry treats a predict as
+idempotent and may run it twice: ``--retries 0`` turns it off. (httpx reports a connection closed after
+part of a head like one closed before any byte; our model server writes a head and its body in one write,
+so only a reply cut inside its body is final here.)
 
 A timeout, or any answer from the model server, is final. Readiness probes and the memory fetch are never
 retried: a probe must answer quickly, and the caller asks again.
@@ -96,7 +98,9 @@ def closed_before_reply(error: ModelServerError) -> bool:
 
 def should_retry(error: ModelServerError, attempt: int, retries: int, stale_retried: bool) -> str | None:
     """Why the failed predict is sent again ("connect" or "stale"), or None when the error is final."""
-    if attempt < retries and is_connection_error(error):
+    if attempt >= retries:
+        return None
+    if is_connection_error(error):
         return "connect"
     if not stale_retried and closed_before_reply(error):
         return "stale"
@@ -174,7 +178,7 @@ class Upstream:
                 if why is None:
                     raise
             if why == "stale":
-                stale_retried = True  # at once, on a fresh connection
+                stale_retried, attempt = True, attempt + 1  # at once, on a fresh connection
                 continue
             time.sleep(backoff(attempt))  # gevent patches time.sleep: other requests run meanwhile
             attempt += 1
@@ -227,7 +231,7 @@ class AsyncUpstream:
                 if why is None:
                     raise
             if why == "stale":
-                stale_retried = True  # at once, on a fresh connection
+                stale_retried, attempt = True, attempt + 1  # at once, on a fresh connection
                 continue
             await asyncio.sleep(backoff(attempt))
             attempt += 1

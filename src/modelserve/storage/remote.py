@@ -19,6 +19,7 @@ abandoned because the server stops raises ``InterruptedError`` (an ``OSError`` t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import threading
@@ -176,8 +177,10 @@ class RemoteLocation:
         while not finished.wait(_ABANDON_CHECK_SECONDS):
             if stop.is_set():
                 transfer.cancel()
-                # Bounded: a transfer cancelled before it ever ran never sets ``finished``.
-                finished.wait(READ_TIMEOUT_SECONDS)
+                # Wait for the cancellation itself (at once for a transfer that never started, which
+                # never sets ``finished``), bounded: then nothing writes into the folder being removed.
+                with contextlib.suppress(Exception):  # cancelled, a timeout, or the transfer's own error
+                    transfer.result(timeout=READ_TIMEOUT_SECONDS)
                 raise InterruptedError("download abandoned: the server is stopping")
         transfer.result()  # its error, if any
 
