@@ -55,3 +55,13 @@ def test_bad_flags_exit_2_naming_the_flag(
 ) -> None:
     assert main(["tune", *flags]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_missing_extra_is_named_before_any_trial_runs(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import modelserve.tune.command as command
+
+    monkeypatch.setattr(command, "_NEEDS", (*command._NEEDS, ("modelserve_no_such_module", "tune")))
+    assert main(["tune", "--handler", "h.py", "--model_base_path", "/nonexistent"]) == 2
+    assert "pip install 'modelserve[tune]'" in capsys.readouterr().err

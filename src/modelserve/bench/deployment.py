@@ -14,6 +14,7 @@ a configuration the same way, so their figures agree. Memory is sampled on every
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import tempfile
 from collections.abc import Generator
 from dataclasses import dataclass
@@ -61,6 +62,8 @@ def deployments(args: argparse.Namespace) -> Generator[tuple[str, str, str, list
     from modelserve.tune.space import TrialConfig
     from modelserve.tune.trial import TrialRunner, Workload
 
+    if importlib.util.find_spec("gunicorn") is None:
+        raise ValueError("--architecture runs Gunicorn web workers: pip install 'modelserve[gateway]'")
     if not args.handler or not (args.model_base_path or args.model_config_file):
         raise ValueError("--architecture needs --handler and --model_base_path (or --model_config_file)")
     (batching,) = parse_batching(args.batching)

@@ -7,6 +7,7 @@ instead: only its gateway's worker count, changed live. See docs/tune.md for the
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import signal
 import sys
@@ -168,9 +169,17 @@ def space_from_args(args: argparse.Namespace) -> SearchSpace:
     )
 
 
+# What tune runs beyond the core: Gunicorn for every trial's web workers, matplotlib for the report.
+_NEEDS = (("gunicorn", "gateway"), ("matplotlib", "tune"))
+
+
 def run_tune(args: argparse.Namespace) -> int:
     """Run the search; 0 with a configuration chosen, 1 when none respected the limits, 2 on bad flags,
     128 + the signal when SIGTERM or SIGINT ended it (after stopping the trial and writing the files)."""
+    missing = [extra for module, extra in _NEEDS if importlib.util.find_spec(module) is None]
+    if missing:  # before the time budget is spent, not at the report
+        print(f"modelserve tune: error: pip install 'modelserve[{','.join(missing)}]'", file=sys.stderr)
+        return 2
     if args.url and not args.stack_ready_file:
         print(
             "modelserve tune: error: tuning a running stack by --url alone is not implemented: tune must "
