@@ -67,11 +67,11 @@ def deployments(args: argparse.Namespace) -> Generator[tuple[str, str, str, list
     if not args.handler or not (args.model_base_path or args.model_config_file):
         raise ValueError("--architecture needs --handler and --model_base_path (or --model_config_file)")
     (batching,) = parse_batching(args.batching)
-    workload = Workload(
-        handler=str(Path(args.handler).resolve()) if Path(args.handler).is_file() else args.handler,
-        model_name=args.model_name,
-        model_base_path=str(Path(args.model_base_path).resolve()) if args.model_base_path else "",
-        model_config_file=str(Path(args.model_config_file).resolve()) if args.model_config_file else "",
+    workload = Workload.resolved(
+        args.handler,
+        args.model_name,
+        args.model_base_path,
+        args.model_config_file,
         startup_timeout_s=args.startup_timeout,
     )
     path = args.url or "/predict"

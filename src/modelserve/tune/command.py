@@ -216,11 +216,11 @@ def _prepare(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
     if bool(args.model_base_path) == bool(args.model_config_file):
         raise ValueError("give either --model_base_path (with --model_name) or --model_config_file")
     limits = limits_from_args(args)
-    workload = Workload(
-        handler=str(Path(args.handler).resolve()) if Path(args.handler).is_file() else args.handler,
-        model_name=args.model_name,
-        model_base_path=str(Path(args.model_base_path).resolve()) if args.model_base_path else "",
-        model_config_file=str(Path(args.model_config_file).resolve()) if args.model_config_file else "",
+    workload = Workload.resolved(
+        args.handler,
+        args.model_name,
+        args.model_base_path,
+        args.model_config_file,
         body=body_from_args(args),
         path=args.path,
         content_type=args.content_type,

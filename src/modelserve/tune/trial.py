@@ -63,6 +63,19 @@ class Workload:
     startup_timeout_s: float = 180.0
     request_timeout_s: float = 30.0  # the load's request timeout and Gunicorn's worker timeout
 
+    @classmethod
+    def resolved(
+        cls, handler: str, model_name: str, model_base_path: str, model_config_file: str, **settings: Any
+    ) -> Workload:
+        """A workload whose handler file and model paths are absolute: each trial runs in its own folder."""
+        return cls(
+            handler=str(Path(handler).resolve()) if Path(handler).is_file() else handler,
+            model_name=model_name,
+            model_base_path=str(Path(model_base_path).resolve()) if model_base_path else "",
+            model_config_file=str(Path(model_config_file).resolve()) if model_config_file else "",
+            **settings,
+        )
+
 
 class TrialFailed(Exception):
     """The configuration could not start or answer; the message says why."""
