@@ -1,4 +1,4 @@
-"""Helpers shared by the benchmark scripts: wrk, server processes, the machine record.
+"""Helpers shared by the benchmark scripts: wrk, h2load, server processes, the machine record.
 
 Every server runs in its own process group (Ctrl-C reaches only the benchmark) and is stopped on success,
 errors, Ctrl-C and SIGTERM (``exit_on_sigterm`` turns SIGTERM into SystemExit so the same ``finally``
@@ -59,17 +59,28 @@ def int_list(text: str) -> list[int]:
     return [int(item) for item in text.split(",") if item]
 
 
-def ensure_wrk() -> str:
-    """Find wrk, installing it with apt when running as root, so the script runs on a fresh machine."""
-    found = shutil.which("wrk")
+def ensure_tool(tool: str, package: str, brew: str) -> str:
+    """Find ``tool``, installing Debian's ``package`` with apt when running as root, so the script runs on
+    a fresh machine."""
+    found = shutil.which(tool)
     if found is None and os.geteuid() == 0 and shutil.which("apt-get"):
-        print("wrk not found: installing it with apt-get", flush=True)
+        print(f"{tool} not found: installing {package} with apt-get", flush=True)
         subprocess.run(["apt-get", "update", "-qq"], check=False, stdout=subprocess.DEVNULL)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=False, stdout=subprocess.DEVNULL)
-        found = shutil.which("wrk")
+        subprocess.run(["apt-get", "install", "-y", "-qq", package], check=False, stdout=subprocess.DEVNULL)
+        found = shutil.which(tool)
     if found is None:
-        sys.exit("wrk is needed: sudo apt-get install wrk (Debian/Ubuntu) or brew install wrk (macOS)")
+        sys.exit(f"{tool} is needed: sudo apt-get install {package} (Debian/Ubuntu) or brew install {brew}")
     return found
+
+
+def ensure_wrk() -> str:
+    """wrk: the HTTP/1.1 load generator."""
+    return ensure_tool("wrk", "wrk", "wrk")
+
+
+def ensure_h2load() -> str:
+    """h2load (nghttp2): an HTTP/2 load generator in C, what wrk is to REST for gRPC."""
+    return ensure_tool("h2load", "nghttp2-client", "nghttp2")
 
 
 def write_lua(script: Path, body: str) -> Path:
@@ -111,6 +122,66 @@ def run_wrk(
         raise RuntimeError(f"unexpected wrk output:\n{result.stdout}\n{result.stderr}")
     requests, micros, p50, p99, errors = (int(group) for group in found.groups())
     return WrkResult(requests / (micros / 1e6), p50 / 1000, p99 / 1000, errors)
+
+
+@dataclass(frozen=True, slots=True)
+class H2loadResult:
+    """One h2load run: requests/s, exact p50 and p99, and the calls that failed."""
+
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+def grpc_frame(message: bytes) -> bytes:
+    """A gRPC message on the wire: uncompressed flag, big-endian length, the message."""
+    return b"\x00" + len(message).to_bytes(4, "big") + message
+
+
+def run_h2load(
+    h2load: str,
+    url: str,
+    body_file: Path,
+    streams: int,
+    seconds: int,
+    warmup_s: int,
+    reply_data_bytes: int,
+    log_file: Path,
+    connections: int = 1,
+) -> H2loadResult:
+    """One ``h2load -t1`` run of unary gRPC calls: ``connections`` HTTP/2 connections (1: as a gRPC
+    channel) with ``streams`` calls in flight each, posting ``body_file`` (a framed gRPC message).
+
+    h2load knows HTTP, not gRPC: a call that fails answers HTTP 200 with a ``grpc-status`` trailer and no
+    message. Every successful reply carries exactly ``reply_data_bytes`` of DATA (the same request gets the
+    same reply), so the calls that got no message are counted from h2load's DATA total, as are non-200
+    streams. Percentiles come from h2load's per-request log (exact, measured window only).
+    """
+    command = [
+        h2load, "-t1", f"-c{connections}", f"-m{streams}", f"-D{seconds}", f"--warm-up-time={warmup_s}",
+        "-d", str(body_file), "-H", "content-type: application/grpc", "-H", "te: trailers",
+        f"--log-file={log_file}", url,
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=seconds + warmup_s + 60)
+    out = result.stdout
+    finished = re.search(r"finished in ([\d.]+)s, ([\d.]+) req/s", out)
+    data = re.search(r"traffic: .*?, .*?, .*?\((\d+)\) data", out)
+    codes = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out)
+    done = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed", out)
+    if result.returncode != 0 or not (finished and data and codes and done):
+        raise RuntimeError(f"unexpected h2load output:\n{out}\n{result.stderr}")
+    lines = log_file.read_text().split()
+    durations = [int(d) for status, d in zip(lines[1::3], lines[2::3], strict=True) if status == "200"]
+    ok_2xx, failed = int(codes.group(1)), int(done.group(3))
+    without_message = max(0, ok_2xx - int(data.group(1)) // reply_data_bytes)
+    latencies = sorted(durations) or [0]
+    return H2loadResult(
+        rps=float(finished.group(2)),
+        p50_ms=latencies[len(latencies) // 2] / 1000,
+        p99_ms=latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] / 1000,
+        errors=failed + without_message + sum(int(codes.group(i)) for i in (2, 3, 4)),
+    )
 
 
 def capture_wrk_request(wrk: str, script: Path, path: str) -> tuple[bytes, bytes]:

@@ -196,8 +196,13 @@ def ask(protocol: str, request: HttpRequest | GrpcRequest, rest_port: int, grpc_
             return decode(protocol, {k.lower(): v for k, v in reply.getheaders()}, body)
         finally:
             connection.close()
+    return decode(protocol, {}, grpc_reply(request, grpc_port))
+
+
+def grpc_reply(request: GrpcRequest, grpc_port: int) -> bytes:
+    """The serialized reply message to ``request`` (grpcio's client, no serializers: bytes in, bytes out)."""
     import grpc
 
     with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
-        call = channel.unary_unary(request.method)  # no serializers: bytes in, bytes out
-        return decode(protocol, {}, call(request.body, timeout=30))
+        reply: bytes = channel.unary_unary(request.method)(request.body, timeout=30)
+        return reply

@@ -7,10 +7,19 @@ count, so the printed ratios (medians over ``--repeats`` rounds) hold on a noisy
 absolute figures drift. In-process ONNX Runtime on the same model and request is printed as the limit.
 
     python benchmarks/rest_predict.py [--duration 10] [--warmup 3] [--connections 1,8,64] [--repeats 3]
-                                      [--also-coupled-workers 1,4] [--json out.json] [--strict]
+                                      [--coupled 2x0,2x1] [--json out.json] [--strict]
 
-Targets (no batching): at 64 connections modelserve serves >= 4x the requests/s of the coupled baseline
-(2 sync workers x 1 ONNX Runtime thread, its best configuration on 2 cores), with a p99 below 10 ms.
+The coupled architecture runs in two configurations by default, ``WORKERSxTHREADS`` (0 threads: ONNX
+Runtime's default, one per core):
+
+- ``2x0``, the seed's app as the issue measured it (2 sync workers, each model with ONNX Runtime's default
+  threads; the issue quotes 2,100-2,300 requests/s at 64 connections on this machine): the baseline the
+  target is judged against;
+- ``2x1``, the coupled architecture at its best on 2 cores (workers x threads = cores, ANCHORS.md): shown
+  beside it, with its own ratio, because a team that keeps the coupled design would tune it so.
+
+Targets (issue 2, no batching): at 64 connections modelserve serves >= 4x the requests/s of the seed's
+coupled baseline, with a p99 below 10 ms.
 """
 
 from __future__ import annotations
@@ -54,7 +63,8 @@ ROOT = Path(__file__).resolve().parents[1]
 GUNICORN_CONF = ROOT / "benchmarks" / "coupled_baseline" / "gunicorn.conf.py"
 MODEL_NAME = "tiny"
 OURS = "modelserve"
-BASELINE_WORKERS = 2
+BASELINE = (2, 0)  # the seed's app: 2 workers, ONNX Runtime's default threads
+BEST_COUPLED = (2, 1)
 TARGET_CONNECTIONS = 64
 TARGET_RATIO = 4.0
 TARGET_P99_MS = 10.0
@@ -109,11 +119,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--connections", type=int_list, default=[1, 8, 64], help="default 1,8,64")
     parser.add_argument("--repeats", type=int, default=3, help="rounds; figures are medians (default 3)")
     parser.add_argument(
-        "--also-coupled-workers",
-        type=int_list,
-        default=[],
-        metavar="N,...",
-        help=f"also measure the coupled baseline with N workers (it always runs {BASELINE_WORKERS})",
+        "--coupled",
+        type=coupled_list,
+        default=[BASELINE, BEST_COUPLED],
+        metavar="WxT,...",
+        help="coupled configurations: W sync workers x T ONNX Runtime threads each, 0 = ORT's default "
+        "(default 2x0,2x1; 2x0, the seed's, is always measured: the target is judged against it)",
     )
     parser.add_argument("--json", type=Path, help="write every point, the medians and the verdicts here")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
@@ -164,9 +175,21 @@ def start_modelserve(base: Path, workdir: Path, log: IO[bytes]) -> Iterator[str]
         yield f"http://127.0.0.1:{port}/v1/models/{MODEL_NAME}:predict"
 
 
-def coupled_name(workers: int) -> str:
-    """Table label of the coupled baseline with ``workers`` sync workers, one ONNX Runtime thread each."""
-    return f"coupled {workers}w x 1t"
+def coupled_list(text: str) -> list[tuple[int, int]]:
+    """``2x0,2x1`` → [(2, 0), (2, 1)]: workers x ONNX Runtime threads per worker."""
+    configs = []
+    for item in text.split(","):
+        workers, sep, threads = item.strip().partition("x")
+        if not sep or not workers.isdigit() or not threads.isdigit() or int(workers) < 1:
+            raise argparse.ArgumentTypeError(f"expected WORKERSxTHREADS (e.g. 2x1), got {item!r}")
+        configs.append((int(workers), int(threads)))
+    return configs
+
+
+def coupled_name(config: tuple[int, int]) -> str:
+    """Table label of the coupled baseline with ``workers`` sync workers x ``threads`` ORT threads each."""
+    workers, threads = config
+    return f"coupled {workers}w x {f'{threads}t' if threads else 'ORT-default'}"
 
 
 def free_port() -> int:
@@ -177,10 +200,11 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def start_coupled(model: Path, workers: int, log: IO[bytes]) -> Iterator[str]:
+def start_coupled(model: Path, config: tuple[int, int], log: IO[bytes]) -> Iterator[str]:
     """Run the coupled baseline under Gunicorn; ready when it answers a predict request; yields the URL."""
+    workers, threads = config
     port = free_port()
-    env = {**os.environ, "MODEL_PATH": str(model), "MODEL_NAME": MODEL_NAME, "ORT_THREADS": "1"}
+    env = {**os.environ, "MODEL_PATH": str(model), "MODEL_NAME": MODEL_NAME, "ORT_THREADS": str(threads)}
     command = [
         venv_script("gunicorn"), "-c", str(GUNICORN_CONF), "-w", str(workers), "-b", f"127.0.0.1:{port}",
     ]  # fmt: skip
@@ -193,7 +217,7 @@ def start_coupled(model: Path, workers: int, log: IO[bytes]) -> Iterator[str]:
                 break
             except OSError:
                 if process.poll() is not None or time.monotonic() > deadline:
-                    raise start_failed(f"coupled baseline ({workers} workers)", command, log) from None
+                    raise start_failed(coupled_name(config), command, log) from None
                 time.sleep(0.05)
         yield url
 
@@ -258,16 +282,20 @@ def summarize(points: list[Point]) -> list[Row]:
     return rows
 
 
-def verdicts(rows: list[Row], baseline: str) -> list[Verdict]:
-    """The issue's targets at 64 connections; none when that point was not measured."""
+def verdicts(rows: list[Row], baseline: str, best: str | None) -> list[Verdict]:
+    """The issue's targets at 64 connections; none when that point was not measured. The ratio to the
+    coupled architecture at its best is printed beside the judged one."""
     at_target = {r.target: r for r in rows if r.connections == TARGET_CONNECTIONS}
     if OURS not in at_target:
         return []
     ratio = at_target[baseline].ratio or 0.0
+    beside = ""
+    if best is not None and best in at_target:
+        beside = f" ({(at_target[best].ratio or 0.0):.2f}x {best}, the coupled architecture at its best)"
     p99 = at_target[OURS].p99_ms
     return [
-        Verdict(f"requests/s >= {TARGET_RATIO:g}x {baseline} at {TARGET_CONNECTIONS} connections",
-                f"{ratio:.2f}x", ratio >= TARGET_RATIO),
+        Verdict(f"requests/s >= {TARGET_RATIO:g}x the seed's {baseline} at {TARGET_CONNECTIONS} conns",
+                f"{ratio:.2f}x{beside}", ratio >= TARGET_RATIO),
         Verdict(f"p99 < {TARGET_P99_MS:g} ms at {TARGET_CONNECTIONS} connections",
                 f"{p99:.2f} ms", p99 < TARGET_P99_MS),
         Verdict("no socket errors or non-2xx replies", str(sum(r.errors for r in rows)),
@@ -305,8 +333,9 @@ def main() -> int:
     signal.signal(signal.SIGTERM, exit_on_sigterm)
     wrk = ensure_wrk()
     busy_percent = warn_if_busy()
-    worker_counts = list(dict.fromkeys([BASELINE_WORKERS, *args.also_coupled_workers]))
-    baseline = coupled_name(BASELINE_WORKERS)
+    configs = list(dict.fromkeys([BASELINE, *args.coupled]))
+    baseline = coupled_name(BASELINE)
+    best = coupled_name(BEST_COUPLED) if BEST_COUPLED in configs else None
     with tempfile.TemporaryDirectory(prefix="modelserve-bench-") as tmp, contextlib.ExitStack() as servers:
         workdir = Path(tmp)
         base = workdir / MODEL_NAME
@@ -318,14 +347,14 @@ def main() -> int:
         # measure all targets back to back.
         log = servers.enter_context(open(workdir / "modelserve.log", "wb"))
         targets = {OURS: servers.enter_context(start_modelserve(base, workdir, log))}
-        for workers in worker_counts:
-            log = servers.enter_context(open(workdir / f"coupled-{workers}.log", "wb"))
-            targets[coupled_name(workers)] = servers.enter_context(start_coupled(model, workers, log))
+        for config in configs:
+            log = servers.enter_context(open(workdir / f"coupled-{config[0]}x{config[1]}.log", "wb"))
+            targets[coupled_name(config)] = servers.enter_context(start_coupled(model, config, log))
         check_same_predictions(targets, model)
         points = measure(targets, args, wrk, script)
 
     rows = summarize(points)
-    checks = verdicts(rows, baseline)
+    checks = verdicts(rows, baseline, best)
     print_report(limits, rows, checks)
     if args.json:
         record = {

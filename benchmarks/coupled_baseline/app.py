@@ -13,7 +13,7 @@ Run it (the settings live in ``gunicorn.conf.py``; the command works from any di
 
 Environment: ``MODEL_PATH`` (the ``model.onnx`` file, required), ``MODEL_NAME`` (default ``tiny``),
 ``ORT_THREADS`` (ONNX Runtime intra-op threads per worker, default 1: workers x threads <= cores is this
-architecture's best setting, see ANCHORS.md).
+architecture's best setting, see ANCHORS.md; 0 is ONNX Runtime's own default, one per core, as the seed ran).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The V2 (Open Inference Protocol) gRPC API, through Triton's official ``tritonclient.grpc``.
 
-In process first (a ``grpc.aio`` server carrying only our servicer, over a ModelManager), then end to end
+In process first (our gRPC transport carrying only our servicer, over a ModelManager), then end to end
 through ``modelserve serve``'s gRPC port. Inference results are compared with ONNX Runtime called directly.
 """
 
@@ -24,6 +24,7 @@ from modelserve.config.model_config import ModelConfig  # noqa: E402
 from modelserve.core.inference import InferenceService, InferenceSettings  # noqa: E402
 from modelserve.core.manager import ModelManager  # noqa: E402
 from modelserve.core.source import AspiredVersion  # noqa: E402
+from modelserve.frontends.grpc.transport import GrpcHttp2Server  # noqa: E402
 from modelserve.frontends.grpc.v2_servicer import add_v2_services  # noqa: E402
 from modelserve.runtimes import get_runtime  # noqa: E402
 
@@ -41,7 +42,7 @@ def images(n: int = 3) -> np.ndarray:
 
 
 class InProcessServer:
-    """A grpc.aio server with only the V2 servicer, on its own event loop thread, 127.0.0.1, OS port."""
+    """Our gRPC server transport with only the V2 servicer, on its own event loop thread, 127.0.0.1, OS port."""
 
     def __init__(self, service: InferenceService) -> None:
         self.loop = asyncio.new_event_loop()
@@ -57,7 +58,7 @@ class InProcessServer:
         return self
 
     async def _start(self) -> None:
-        self._server = grpc.aio.server()
+        self._server = GrpcHttp2Server()
         assert add_v2_services(self._server, self.service) == ["inference.GRPCInferenceService"]
         self.port = self._server.add_insecure_port("127.0.0.1:0")
         await self._server.start()

@@ -1,13 +1,18 @@
-"""The ``grpc.aio`` server: every gRPC front-end on one port, on the event loop the REST server uses.
+"""The gRPC server: every gRPC front-end on one port, on the event loop the REST server uses.
+
+It runs on our own HTTP/2 transport (``transport``), which calls the servicers inside the event loop's
+read callback, as the REST server does: grpcio's ``grpc.aio`` server cost three times REST's CPU per call.
+Servicers and registrars are grpcio's generated code, so the transport is a drop-in for ``grpc.aio.Server``.
 
 Services come from registrars, ``(server, service) -> [full service names]``, so this module knows no
 protocol; it adds what every gRPC server of ours has: standard health checking (``grpc.health.v1``,
 SERVING for the whole server and for each service once the models are loaded) and server reflection over
 our private descriptor pool (``modelserve.proto.POOL``), so ``grpcurl list`` / ``describe`` work without
-.proto files. grpc.aio works under uvloop (it polls from its own thread when the loop is not asyncio's).
+.proto files.
 
 Limits follow TF Serving (main.cc): messages up to INT_MAX bytes both ways, plus
-``--grpc_channel_arguments`` (``key=value,key=value``; integer values become ints).
+``--grpc_channel_arguments`` (``key=value,key=value``; integer values become ints): the message size
+limits and ``grpc.max_concurrent_streams`` are honoured, other keys are logged and ignored.
 """
 
 from __future__ import annotations
@@ -17,27 +22,30 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import grpc  # type: ignore[import-untyped]
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc  # type: ignore[import-untyped]
-from grpc_reflection.v1alpha import reflection, reflection_pb2  # type: ignore[import-untyped]
+from grpc_reflection.v1alpha import (  # type: ignore[import-untyped]
+    reflection,
+    reflection_pb2,
+    reflection_pb2_grpc,
+)
 
 from modelserve.core.inference import InferenceService
 from modelserve.errors import FailedPrecondition, InvalidArgument
+from modelserve.frontends.grpc.transport import SUPPORTED_OPTIONS, GrpcHttp2Server
 from modelserve.frontends.health import Health, health_of
 from modelserve.proto import POOL
 
 log = logging.getLogger("modelserve.grpc")
 
 Registrar = Callable[[Any, InferenceService], list[str]]
-"""Adds servicers to a ``grpc.aio.Server``; returns the full names of the services it added."""
+"""Adds servicers to a gRPC server (grpcio's ``add_*Servicer_to_server``); returns the full names of the
+services it added."""
 
 _INT_MAX = 2**31 - 1
 
 _DEFAULT_OPTIONS: dict[str, int | str] = {
     "grpc.max_send_message_length": _INT_MAX,
     "grpc.max_receive_message_length": _INT_MAX,
-    # Refuse a port another process holds instead of silently sharing it (gRPC sets SO_REUSEPORT).
-    "grpc.so_reuseport": 0,
 }
 
 
@@ -85,7 +93,7 @@ def _tcp_address(host: str, port: int) -> str:
 
 
 class GrpcServer:
-    """One ``grpc.aio.Server`` carrying the services of ``registrars``."""
+    """One gRPC server carrying the services of ``registrars``."""
 
     def __init__(
         self,
@@ -97,8 +105,15 @@ class GrpcServer:
         self.service = service
         self.settings = settings
         self.readiness = health_of(service.manager, readiness)
-        options = {**_DEFAULT_OPTIONS, **parse_channel_arguments(settings.channel_arguments)}
-        self._server = grpc.aio.server(options=list(options.items()))
+        requested = parse_channel_arguments(settings.channel_arguments)
+        for key in sorted(set(requested) - SUPPORTED_OPTIONS):
+            log.warning(
+                "--grpc_channel_arguments: %s is accepted and ignored (this server honours %s)",
+                key,
+                ", ".join(sorted(SUPPORTED_OPTIONS)),
+            )
+        options = {**_DEFAULT_OPTIONS, **requested}
+        self._server = GrpcHttp2Server(options=list(options.items()))
         self.service_names: list[str] = []
         for register in registrars:
             self.service_names.extend(register(self._server, service))
@@ -109,7 +124,9 @@ class GrpcServer:
         if settings.reflection:
             _add_to_pool(health_pb2, reflection_pb2)
             names = [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME]
-            reflection.enable_server_reflection(names, self._server, pool=POOL)
+            reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
+                reflection.aio.ReflectionServicer(names, pool=POOL), self._server
+            )
 
     async def start(self) -> int | None:
         """Bind the TCP port and/or UNIX socket, start serving; returns the bound TCP port (None: none)."""

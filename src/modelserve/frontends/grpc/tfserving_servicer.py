@@ -1,13 +1,16 @@
 """TF Serving's gRPC services: ``tensorflow.serving.PredictionService`` and ``ModelService``.
 
 Thin, like the REST handler: decode the request into numpy arrays, call the core, encode the reply. A call
-cheap enough to run inline runs on the event loop and its handle is closed here; any other call is handed
-to ``InferenceService.run``, which owns the handle from then on and bounds the call by the caller's gRPC
-deadline. Errors become gRPC statuses in `status.at_edge`.
+cheap enough to run inline runs on the event loop, its handle is closed here, and the method returns the
+reply itself (sync-first, see ``transport``); any other call is handed to ``InferenceService.run``, which
+owns the handle from then on and bounds the call by the caller's gRPC deadline, and the method returns a
+coroutine. Errors become gRPC statuses in `status.at_edge`.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,11 +21,17 @@ from google.protobuf import text_format
 from modelserve.codecs.tensor_proto import decode_tensor, encode_tensor
 from modelserve.config.model_config import ServingConfig
 from modelserve.config.text_files import parse_model_server_config
-from modelserve.core.inference import InferenceService, ModelSpec
+from modelserve.core.inference import InferenceService, ModelSpec, PreparedCall
 from modelserve.core.signature import CLASSIFY_METHOD, REGRESS_METHOD, Signature, check_examples_signature
 from modelserve.errors import FailedPrecondition, InvalidArgument
 from modelserve.frontends.grpc import tfserving_messages as messages
-from modelserve.frontends.grpc.status import at_edge, counted_at_edge, deadline_seconds, with_routing_key
+from modelserve.frontends.grpc.status import (
+    at_edge,
+    counted_at_edge,
+    deadline_seconds,
+    then,
+    with_routing_key,
+)
 from modelserve.metrics import RequestMetrics
 from modelserve.proto.tensorflow_serving.apis import (
     classification_pb2,
@@ -44,6 +53,8 @@ PREDICTION_SERVICE: str = prediction_service_pb2.DESCRIPTOR.services_by_name["Pr
 MODEL_SERVICE: str = model_service_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name
 
 InputsFor = Callable[[Signature], Mapping[str, np.ndarray]]
+WriteResult = Callable[[Mapping[str, np.ndarray], int, Any], None]
+"""Fills a response's ``result`` from the outputs of ``n`` examples (``tfserving_messages``)."""
 
 
 def _model(request: Any) -> str:
@@ -71,11 +82,32 @@ class Served:
     signature_name: str
 
 
+Inferred = tuple[dict[str, np.ndarray], Served]
+"""A request's outputs by alias, and what it ran on."""
+
+
 def _examples_for(examples: np.ndarray) -> InputsFor:
     def inputs(signature: Signature) -> Mapping[str, np.ndarray]:
         return {next(iter(signature.inputs)): examples}
 
     return inputs
+
+
+def _predict_response(inferred: Inferred) -> Any:
+    outputs, served = inferred
+    response = predict_pb2.PredictResponse()
+    messages.served_spec(response.model_spec, served.model, served.version, served.signature_name)
+    for name, array in outputs.items():
+        encode_tensor(array, response.outputs[name])
+    return response
+
+
+def _examples_response(message: Any, write_result: WriteResult, examples: int, inferred: Inferred) -> Any:
+    """A ClassificationResponse or RegressionResponse: the served spec, then the result per example."""
+    outputs, served = inferred
+    messages.served_spec(message.model_spec, served.model, served.version, served.signature_name)
+    write_result(outputs, examples, message.result)
+    return message
 
 
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
@@ -85,7 +117,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         self.service = service
         self.requests = requests
 
-    async def _infer(
+    def _infer(
         self,
         spec: ModelSpec,
         signature_name: str,
@@ -94,8 +126,11 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         *,
         method: str | None = None,
         output_filter: Sequence[str] = (),
-    ) -> tuple[dict[str, np.ndarray], Served]:
-        """Resolve, validate and run one request; the handle is released on every path."""
+    ) -> Inferred | Awaitable[Inferred]:
+        """Resolve, validate and run one request; the handle is released on every path.
+
+        Sync-first: the outputs now when the model ran inline, else a coroutine that waits for them.
+        """
         handle = self.service.handle(with_routing_key(spec, context, self.service.manager))
         deferred = False
         try:
@@ -111,11 +146,14 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             if not deferred:
                 handle.close()
         timeout = deadline_seconds(context, self.service.settings.timeout_seconds)
+        return self._run(call, timeout, served)
+
+    async def _run(self, call: PreparedCall, timeout: float | None, served: Served) -> Inferred:
         return await self.service.run(call, timeout), served
 
     @counted_at_edge("Predict", _model, _version)
-    async def Predict(self, request: Any, context: Any) -> Any:
-        outputs, served = await self._infer(
+    def Predict(self, request: Any, context: Any) -> Any:
+        inferred = self._infer(
             messages.model_spec(request.model_spec),
             request.model_spec.signature_name,
             # Decoded after the model and signature resolved: a missing model is reported first (TF order).
@@ -123,16 +161,12 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             context,
             output_filter=list(request.output_filter),
         )
-        response = predict_pb2.PredictResponse()
-        messages.served_spec(response.model_spec, served.model, served.version, served.signature_name)
-        for name, array in outputs.items():
-            encode_tensor(array, response.outputs[name])
-        return response
+        return then(inferred, _predict_response)
 
     @counted_at_edge("Classify", _model, _version)
-    async def Classify(self, request: Any, context: Any) -> Any:
+    def Classify(self, request: Any, context: Any) -> Any:
         examples = messages.serialized_examples(request.input)
-        outputs, served = await self._infer(
+        inferred = self._infer(
             messages.model_spec(request.model_spec),
             request.model_spec.signature_name,
             _examples_for(examples),
@@ -140,14 +174,15 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             method=CLASSIFY_METHOD,
         )
         response = classification_pb2.ClassificationResponse()
-        messages.served_spec(response.model_spec, served.model, served.version, served.signature_name)
-        messages.classification_result(outputs, len(examples), response.result)
-        return response
+        return then(
+            inferred,
+            functools.partial(_examples_response, response, messages.classification_result, len(examples)),
+        )
 
     @counted_at_edge("Regress", _model, _version)
-    async def Regress(self, request: Any, context: Any) -> Any:
+    def Regress(self, request: Any, context: Any) -> Any:
         examples = messages.serialized_examples(request.input)
-        outputs, served = await self._infer(
+        inferred = self._infer(
             messages.model_spec(request.model_spec),
             request.model_spec.signature_name,
             _examples_for(examples),
@@ -155,9 +190,10 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             method=REGRESS_METHOD,
         )
         response = regression_pb2.RegressionResponse()
-        messages.served_spec(response.model_spec, served.model, served.version, served.signature_name)
-        messages.regression_result(outputs, len(examples), response.result)
-        return response
+        return then(
+            inferred,
+            functools.partial(_examples_response, response, messages.regression_result, len(examples)),
+        )
 
     @counted_at_edge("MultiInference", _multi_model, _multi_version)
     async def MultiInference(self, request: Any, context: Any) -> Any:
@@ -182,13 +218,14 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             spec = messages.model_spec(task.model_spec)
             if first_version is not None and spec.version is None and spec.label is None:
                 spec = ModelSpec(spec.name, version=first_version)  # every task on the same version
-            outputs, served = await self._infer(
+            inferred = self._infer(
                 spec,
                 task.model_spec.signature_name,
                 _examples_for(examples),
                 context,
                 method=task.method_name,
             )
+            outputs, served = await inferred if inspect.isawaitable(inferred) else inferred
             if first_version is not None and served.version != first_version:
                 raise InvalidArgument("ModelSpecs in a MultiInferenceRequest must access the same version.")
             first_version = served.version
@@ -201,7 +238,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         return response
 
     @at_edge
-    async def GetModelMetadata(self, request: Any, context: Any) -> Any:
+    def GetModelMetadata(self, request: Any, context: Any) -> Any:
         with self.service.handle(messages.model_spec(request.model_spec)) as handle:
             return messages.model_metadata_response(
                 handle.model, handle.version, handle.servable.signatures, list(request.metadata_field)
@@ -216,7 +253,7 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         self.reload_config = reload_config
 
     @at_edge
-    async def GetModelStatus(self, request: Any, context: Any) -> Any:
+    def GetModelStatus(self, request: Any, context: Any) -> Any:
         spec = messages.model_spec(request.model_spec)
         statuses = self.service.manager.statuses(spec.name, spec.version, spec.label)
         return messages.model_status_response(statuses)

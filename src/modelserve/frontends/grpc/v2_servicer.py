@@ -1,24 +1,24 @@
 """The V2 inference protocol over gRPC: KServe's / Triton's ``inference.GRPCInferenceService``.
 
 Thin, like the REST handlers: decode the message (`codecs.v2_proto`), call the core, encode the reply.
-A call cheap enough to run inline runs on the event loop and its handle is closed here; any other call
-is handed to ``InferenceService.run``, which owns the handle from then on and is bounded by the caller's
-gRPC deadline. Errors become the gRPC status with the same number as ``ServingError.code``, message
-verbatim (`status.at_edge`). ``ModelStreamInfer`` answers each request of the stream in order and reports
-a failed one in ``error_message`` without ending the stream, as Triton does.
+A call cheap enough to run inline runs on the event loop, its handle is closed here and the method returns
+the reply itself (sync-first, see ``transport``); any other call is handed to ``InferenceService.run``,
+which owns the handle from then on and is bounded by the caller's gRPC deadline. Errors become the gRPC
+status with the same number as ``ServingError.code``, message verbatim (`status.at_edge`).
+``ModelStreamInfer`` answers each request of the stream in order and reports a failed one in
+``error_message`` without ending the stream, as Triton does.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import grpc  # type: ignore[import-untyped]
-
 from modelserve.codecs import v2_proto
 from modelserve.codecs.v2_metadata import available_versions, model_metadata, server_metadata, v2_model_spec
-from modelserve.core.inference import InferenceService
+from modelserve.core.inference import InferenceService, PreparedCall
 from modelserve.errors import NotFound, ServingError
 from modelserve.frontends.grpc.status import at_edge, counted_at_edge, deadline_seconds, with_routing_key
 from modelserve.frontends.health import Health, health_of
@@ -42,15 +42,15 @@ class V2Servicer(pb_grpc.GRPCInferenceServiceServicer):
         self.health = health_of(service.manager, health)
 
     @at_edge
-    async def ServerLive(self, request: Any, context: Any) -> Any:
+    def ServerLive(self, request: Any, context: Any) -> Any:
         return pb.ServerLiveResponse(live=True)
 
     @at_edge
-    async def ServerReady(self, request: Any, context: Any) -> Any:
+    def ServerReady(self, request: Any, context: Any) -> Any:
         return pb.ServerReadyResponse(ready=self.health.ready())
 
     @at_edge
-    async def ModelReady(self, request: Any, context: Any) -> Any:
+    def ModelReady(self, request: Any, context: Any) -> Any:
         spec = v2_model_spec(request.name, request.version)
         try:
             self.service.handle(spec).close()
@@ -59,11 +59,11 @@ class V2Servicer(pb_grpc.GRPCInferenceServiceServicer):
         return pb.ModelReadyResponse(ready=True)
 
     @at_edge
-    async def ServerMetadata(self, request: Any, context: Any) -> Any:
+    def ServerMetadata(self, request: Any, context: Any) -> Any:
         return pb.ServerMetadataResponse(**server_metadata())
 
     @at_edge
-    async def ModelMetadata(self, request: Any, context: Any) -> Any:
+    def ModelMetadata(self, request: Any, context: Any) -> Any:
         spec = v2_model_spec(request.name, request.version)
         with self.service.handle(spec) as handle:
             signature = handle.signature(None)
@@ -74,13 +74,15 @@ class V2Servicer(pb_grpc.GRPCInferenceServiceServicer):
     @counted_at_edge(
         "ModelInfer", lambda request: str(request.model_name), lambda reply: str(reply.model_version)
     )
-    async def ModelInfer(self, request: Any, context: Any) -> Any:
-        return await self._infer(request, context)
+    def ModelInfer(self, request: Any, context: Any) -> Any:
+        return self._infer(request, context)
 
     async def ModelStreamInfer(self, requests: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:
         async for request in requests:
             try:
-                response = await self._infer(request, context)
+                response = self._infer(request, context)
+                if inspect.isawaitable(response):
+                    response = await response
             except ServingError as exc:
                 yield pb.ModelStreamInferResponse(error_message=exc.message)
                 continue
@@ -92,7 +94,8 @@ class V2Servicer(pb_grpc.GRPCInferenceServiceServicer):
                 continue
             yield pb.ModelStreamInferResponse(infer_response=response)
 
-    async def _infer(self, message: Any, context: Any) -> Any:
+    def _infer(self, message: Any, context: Any) -> Any:
+        """Sync-first: the reply now when the model ran inline, else a coroutine that waits for it."""
         spec = with_routing_key(
             v2_model_spec(message.model_name, message.model_version), context, self.service.manager
         )
@@ -110,13 +113,22 @@ class V2Servicer(pb_grpc.GRPCInferenceServiceServicer):
                 outputs = self.service.run_inline(call)
             finally:
                 handle.close()
-        else:  # service.run owns the handle from here
-            timeout = deadline_seconds(context, self.service.settings.timeout_seconds)
-            outputs = await self.service.run(call, timeout)
-        return v2_proto.encode_infer_response(handle.model, handle.version, request.id, outputs, call.outputs)
+            return _reply(call, request.id, outputs)
+        # service.run owns the handle from here
+        timeout = deadline_seconds(context, self.service.settings.timeout_seconds)
+        return self._run(call, timeout, request.id)
+
+    async def _run(self, call: PreparedCall, timeout: float | None, request_id: str) -> Any:
+        return _reply(call, request_id, await self.service.run(call, timeout))
 
 
-def add_v2_services(server: grpc.aio.Server, service: InferenceService) -> list[str]:
+def _reply(call: PreparedCall, request_id: str, outputs: dict[str, Any]) -> Any:
+    """The ModelInferResponse of a call that ran (its handle may be closed: only names are read)."""
+    handle = call.handle
+    return v2_proto.encode_infer_response(handle.model, handle.version, request_id, outputs, call.outputs)
+
+
+def add_v2_services(server: Any, service: InferenceService) -> list[str]:
     """Register the V2 servicer on ``server``; returns the full service names (for reflection, health)."""
     return v2_registrar()(server, service)
 
