@@ -163,6 +163,7 @@ def run_h2load(
         "-d", str(body_file), "-H", "content-type: application/grpc", "-H", "te: trailers",
         f"--log-file={log_file}", url,
     ]  # fmt: skip
+    log_file.unlink(missing_ok=True)  # h2load appends to an existing log
     result = subprocess.run(command, capture_output=True, text=True, timeout=seconds + warmup_s + 60)
     out = result.stdout
     finished = re.search(r"finished in ([\d.]+)s, ([\d.]+) req/s", out)

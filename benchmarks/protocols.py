@@ -21,7 +21,7 @@ Each round measures every protocol back to back at one connection count; figures
 
     python benchmarks/protocols.py [--quick] [--models tiny,wide] [--connections 1,8,64] [--duration 3]
                                    [--warmup 1] [--repeats 3] [--load-processes 1] [--no-native]
-                                   [--json out.json] [--strict]
+                                   [--h2load-connection-per-call] [--json out.json] [--strict]
 
 Targets (issue 4): (1) on tiny, gRPC Predict >= REST :predict requests/s at 8 and 64 in flight, judged on
 the native generators (h2load against wrk); (2) on wide, V2 binary (REST binary and gRPC raw) >= 5x the
@@ -160,6 +160,12 @@ def parse_args() -> argparse.Namespace:
         action="store_true",
         help="skip the native generators (wrk for REST, h2load for gRPC); gRPC's target then goes unjudged",
     )
+    parser.add_argument(
+        "--h2load-connection-per-call",
+        action="store_true",
+        help="h2load opens N connections with one call in flight each (as wrk does for REST), instead of "
+        "one connection carrying N calls (as a gRPC channel does)",
+    )
     parser.add_argument("--json", type=Path, help="write every point, the medians and the verdicts here")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args()
@@ -258,9 +264,11 @@ def run_point(target: Target, client: str, connections: int, round_: int, args: 
         url = f"http://127.0.0.1:{target.port}{target.request.method}"
         before = cpu_seconds(target.server_pid)
         started = time.monotonic()
+        # One connection carrying the calls (a gRPC channel), or one connection per call (wrk's shape).
+        streams, sockets = (1, connections) if args.h2load_connection_per_call else (connections, 1)
         h2 = run_h2load(
-            native[H2LOAD], url, target.h2load_body, connections, args.duration, args.warmup,
-            target.reply_data_bytes, workdir / "h2load.log",
+            native[H2LOAD], url, target.h2load_body, streams, args.duration, args.warmup,
+            target.reply_data_bytes, workdir / "h2load.log", sockets,
         )  # fmt: skip
         # The server's CPU over warm-up and window, per call of both (h2load counts the window only).
         server_s = cpu_seconds(target.server_pid) - before

@@ -11,7 +11,16 @@ from pathlib import Path
 import grpc  # type: ignore[import-untyped]
 import hpack
 import pytest
-from grpc_transport_support import handler, raw_connection, read_frames, serve  # type: ignore[import-not-found]
+from grpc_transport_support import (  # type: ignore[import-not-found]
+    Hang,
+    handler,
+    has,
+    message,
+    raw_connection,
+    read_frames,
+    request_headers,
+    serve,
+)
 
 from modelserve.frontends.grpc.transport import GrpcHttp2Server, frames
 
@@ -22,29 +31,6 @@ def _echo(request: bytes, context: object) -> bytes:
 
 ECHO = handler(Echo=grpc.unary_unary_rpc_method_handler(_echo))
 PREFACE_AND_SETTINGS = frames.PREFACE + frames.settings({})
-
-
-def _request_headers(
-    encoder: hpack.Encoder, path: str = "/test.Svc/Echo", content_type: str = "application/grpc"
-) -> bytes:
-    return encoder.encode(
-        [(":method", "POST"), (":scheme", "http"), (":path", path), (":authority", "x"),
-         ("content-type", content_type), ("te", "trailers")]
-    )  # fmt: skip
-
-
-def _message(payload: bytes) -> bytes:
-    return b"\x00" + len(payload).to_bytes(4, "big") + payload
-
-
-def _has(frame_type: int, stream_id: int | None = None, flags: int = 0):  # type: ignore[no-untyped-def]
-    def check(received: list[tuple[int, int, int, bytes]]) -> bool:
-        return any(
-            t == frame_type and (stream_id is None or s == stream_id) and f & flags == flags
-            for t, f, s, _ in received
-        )
-
-    return check
 
 
 @pytest.mark.parametrize(
@@ -80,12 +66,12 @@ def test_raw_http2_ping_settings_padding_continuation_and_errors() -> None:
         encoder = hpack.Encoder()
         decoder = hpack.Decoder()
         sock.sendall(PREFACE_AND_SETTINGS + frames.frame(frames.PING, 0, 0, b"12345678"))
-        received = read_frames(sock, _has(frames.PING, 0, frames.ACK))
+        received = read_frames(sock, has(frames.PING, 0, frames.ACK))
         assert any(t == frames.SETTINGS and not f & frames.ACK for t, f, _, _ in received)  # ours, first
         assert (frames.PING, frames.ACK, 0, b"12345678") in received
         # HEADERS split over CONTINUATION, padded DATA with END_STREAM, a PRIORITY and an unknown frame.
-        block = _request_headers(encoder)
-        padded = bytes([3]) + _message(b"padded") + b"\x00\x00\x00"
+        block = request_headers(encoder)
+        padded = bytes([3]) + message(b"padded") + b"\x00\x00\x00"
         sock.sendall(
             frames.frame(frames.HEADERS, 0, 1, block[:5])
             + frames.frame(frames.CONTINUATION, frames.END_HEADERS, 1, block[5:])
@@ -93,21 +79,21 @@ def test_raw_http2_ping_settings_padding_continuation_and_errors() -> None:
             + frames.frame(0xFA, 0, 0, b"unknown frame type")
             + frames.frame(frames.DATA, frames.PADDED | frames.END_STREAM, 1, padded)
         )
-        received = read_frames(sock, _has(frames.HEADERS, 1, frames.END_STREAM))
+        received = read_frames(sock, has(frames.HEADERS, 1, frames.END_STREAM))
         data = b"".join(p for t, _, s, p in received if t == frames.DATA and s == 1)
-        assert data == _message(b"echo:padded")
+        assert data == message(b"echo:padded")
         headers = [list(decoder.decode(p)) for t, _, s, p in received if t == frames.HEADERS and s == 1]
         assert (":status", "200") in headers[0]
         assert ("grpc-status", "0") in headers[-1]
         # Wrong content type: HTTP 415, trailers-only.
         sock.sendall(frames.frame(frames.HEADERS, frames.END_HEADERS | frames.END_STREAM, 3,
-                                  _request_headers(encoder, content_type="text/plain")))  # fmt: skip
-        received = read_frames(sock, _has(frames.HEADERS, 3, frames.END_STREAM))
+                                  request_headers(encoder, content_type="text/plain")))  # fmt: skip
+        received = read_frames(sock, has(frames.HEADERS, 3, frames.END_STREAM))
         [reply] = [list(decoder.decode(p)) for t, _, s, p in received if t == frames.HEADERS and s == 3]
         assert (":status", "415") in reply
         # A stream id that does not increase is a connection error.
-        sock.sendall(frames.frame(frames.HEADERS, frames.END_HEADERS, 1, _request_headers(encoder)))
-        received = read_frames(sock, _has(frames.GOAWAY))
+        sock.sendall(frames.frame(frames.HEADERS, frames.END_HEADERS, 1, request_headers(encoder)))
+        received = read_frames(sock, has(frames.GOAWAY))
         [goaway] = [p for t, _, _, p in received if t == frames.GOAWAY]
         assert int.from_bytes(goaway[4:8], "big") == frames.PROTOCOL_ERROR
         assert sock.recv(100) == b""  # closed
@@ -119,8 +105,8 @@ def test_small_peer_window_and_frame_size_are_respected() -> None:
     with serve(ECHO) as served, raw_connection(served.port) as sock:
         encoder = hpack.Encoder()
         sock.sendall(frames.PREFACE + frames.settings({frames.SETTINGS_INITIAL_WINDOW_SIZE: 1000}))
-        sock.sendall(frames.frame(frames.HEADERS, frames.END_HEADERS, 1, _request_headers(encoder)))
-        body = _message(payload)
+        sock.sendall(frames.frame(frames.HEADERS, frames.END_HEADERS, 1, request_headers(encoder)))
+        body = message(payload)
         for offset in range(0, len(body), frames.DEFAULT_MAX_FRAME):
             last = offset + frames.DEFAULT_MAX_FRAME >= len(body)
             piece = body[offset : offset + frames.DEFAULT_MAX_FRAME]
@@ -135,10 +121,10 @@ def test_small_peer_window_and_frame_size_are_respected() -> None:
         assert sum(len(p) for t, _, s, p in received if t == frames.DATA) == 1000
         sock.settimeout(5)
         sock.sendall(frames.window_update(1, 100_000))
-        received += read_frames(sock, _has(frames.HEADERS, 1, frames.END_STREAM))
+        received += read_frames(sock, has(frames.HEADERS, 1, frames.END_STREAM))
         data = [p for t, _, s, p in received if t == frames.DATA]
         assert max(map(len, data)) <= frames.DEFAULT_MAX_FRAME
-        assert b"".join(data) == _message(b"echo:" + payload)
+        assert b"".join(data) == message(b"echo:" + payload)
 
 
 def test_stop_lets_an_in_flight_call_finish_and_refuses_new_ones() -> None:
@@ -174,26 +160,15 @@ def test_stop_lets_an_in_flight_call_finish_and_refuses_new_ones() -> None:
 
 
 def test_stop_cancels_calls_still_running_after_the_grace_period() -> None:
-    started = threading.Event()
-    cancelled = threading.Event()
-
-    async def hang(request: bytes, context: object) -> bytes:
-        started.set()
-        try:
-            await asyncio.sleep(60)
-        except asyncio.CancelledError:
-            cancelled.set()
-            raise
-        return b""
-
+    hang = Hang()
     with serve(handler(Hang=grpc.unary_unary_rpc_method_handler(hang))) as served:
         future = served.channel.unary_unary("/test.Svc/Hang").future(b"", timeout=30)
-        assert started.wait(10)
+        assert hang.started.wait(10)
         begin = time.monotonic()
         served.run(served.server.stop(0.2))
         served.run(served.server.stop(0.2))  # a second stop is harmless
         assert time.monotonic() - begin < 5
-        assert cancelled.wait(5)
+        assert hang.cancelled.wait(5)
         with pytest.raises(grpc.RpcError) as raised:
             future.result(timeout=10)
         assert raised.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 
 import grpc  # type: ignore[import-untyped]
 import pytest
-from grpc_transport_support import BIG, handler, serve  # type: ignore[import-not-found]
+from grpc_transport_support import BIG, Hang, handler, serve  # type: ignore[import-not-found]
 
 from modelserve.frontends.grpc.transport import AbortError
 
@@ -183,52 +182,36 @@ def test_unknown_method_is_unimplemented() -> None:
 
 
 def test_deadline_exceeded_answers_quickly_and_cancels_the_handler() -> None:
-    started = threading.Event()
-    cancelled = threading.Event()
-    remaining: list[float | None] = []
+    hang = Hang()
+    with serve(handler(Slow=grpc.unary_unary_rpc_method_handler(hang))) as served:
+        served.expect_status("Slow", grpc.StatusCode.DEADLINE_EXCEEDED, timeout=0.5)
+        assert hang.started.is_set()
+        assert hang.cancelled.wait(5)
+        remaining = hang.contexts[0].time_remaining()
+        assert remaining is not None and remaining == 0  # the deadline passed
+        assert hang.contexts[0].cancelled()
 
-    async def slow(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        remaining.append(context.time_remaining())
-        started.set()
-        try:
-            await asyncio.sleep(30)
-        except asyncio.CancelledError:
-            cancelled.set()
-            raise
-        return b"too late"
 
-    with serve(handler(Slow=grpc.unary_unary_rpc_method_handler(slow))) as served:
-        begin = time.monotonic()
-        with pytest.raises(grpc.RpcError) as raised:
-            served.unary("Slow", timeout=0.5)
-        assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-        assert time.monotonic() - begin < 5
-        assert started.is_set()
-        assert cancelled.wait(5)
-        assert remaining[0] is not None and 0 < remaining[0] <= 0.6  # grpc rounds the timeout it sends up
+def test_time_remaining_follows_the_callers_timeout() -> None:
+    def remaining(request: bytes, context: grpc.ServicerContext) -> bytes:
+        return str(context.time_remaining()).encode()
+
+    with serve(handler(Remaining=grpc.unary_unary_rpc_method_handler(remaining))) as served:
+        seconds = float(served.unary("Remaining", timeout=0.5))
+        assert 0 < seconds <= 0.6  # grpc rounds the timeout it sends up
+        assert served.unary("Remaining", timeout=None) == b"None"
 
 
 def test_client_cancel_cancels_the_handler() -> None:
-    started = threading.Event()
-    cancelled = threading.Event()
+    hang = Hang()
     done_callback = threading.Event()
-
-    async def hang(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        context.add_done_callback(lambda _: done_callback.set())
-        started.set()
-        try:
-            await asyncio.sleep(30)
-        except asyncio.CancelledError:
-            if context.cancelled():
-                cancelled.set()
-            raise
-        return b""
-
     with serve(handler(Hang=grpc.unary_unary_rpc_method_handler(hang))) as served:
         future = served.channel.unary_unary("/test.Svc/Hang").future(b"")
-        assert started.wait(10)
+        assert hang.started.wait(10)
+        hang.contexts[0].add_done_callback(lambda _: done_callback.set())
         future.cancel()
-        assert cancelled.wait(10)
+        assert hang.cancelled.wait(10)
+        assert hang.contexts[0].cancelled()
         assert done_callback.wait(10)
 
 

@@ -139,7 +139,10 @@ def counted_at_edge(
                 _observe(requests, request, "", context, started)
                 raise
             except BaseException:
-                _observe(requests, request, "", context, started, "CANCELLED")  # the client went away
+                # Cancelled: by the transport at the deadline (which set DEADLINE_EXCEEDED on the
+                # context first), or because the client went away or the server stopped.
+                code = None if context.code() is not None else "CANCELLED"
+                _observe(requests, request, "", context, started, code)
                 raise
             _observe(requests, request, version_of(response), context, started, "OK")
             return response

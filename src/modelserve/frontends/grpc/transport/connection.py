@@ -8,15 +8,25 @@ call) run as tasks; their output is batched with ``call_soon``.
 Flow control: we advertise large receive windows and return credit as DATA arrives (for streaming
 requests, as the handler reads, so a slow reader holds the client back). We respect the peer's windows and
 maximum frame size, queue what does not fit, and stop reading from a client that does not read its replies.
+
+Bounds, so one client cannot take the server's memory: streams per connection (SETTINGS_MAX_CONCURRENT_
+STREAMS), header blocks (size and CONTINUATION count), unread request bytes per stream, and replies queued
+for a client that grants no window (above ``_BACKLOG_LIMIT`` new streams are refused and streaming writers
+wait; we keep reading, since the WINDOW_UPDATEs that drain the backlog arrive on the same socket).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import socket
+from collections import deque
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, cast
+
+import grpc  # type: ignore[import-untyped]
 
 from modelserve.frontends.grpc.transport import calls, frames, wire
 from modelserve.frontends.grpc.transport.context import ServicerContext
@@ -32,6 +42,8 @@ CONNECTION_WINDOW = 16 * 1024 * 1024
 MAX_HEADER_LIST = 64 * 1024
 _HIGH_WATER = 1024 * 1024  # a stream's unsent output above which write() waits
 _UNREAD_LIMIT = 4 * 1024 * 1024  # received but unread request bytes above which we stop granting credit
+_BACKLOG_LIMIT = 32 * 1024 * 1024  # replies queued for window above which new streams are refused
+_MAX_CONTINUATIONS = 64  # CONTINUATION frames in one header block (empty ones would otherwise be free)
 _HEADER_CACHE_SIZE = 512
 _ONLY_INDEXED = bytes(range(0x80, 0xFF))  # single-byte indexed header fields: decoding changes no state
 _BAD_REQUEST = (
@@ -40,15 +52,14 @@ _BAD_REQUEST = (
 )
 
 
-def initial_frames(max_concurrent_streams: int | None) -> bytes:
+def initial_frames(max_concurrent_streams: int) -> bytes:
     """Our SETTINGS (and the connection window raised), the first thing the server sends."""
     settings = {
         frames.SETTINGS_ENABLE_PUSH: 0,
         frames.SETTINGS_INITIAL_WINDOW_SIZE: STREAM_WINDOW,
         frames.SETTINGS_MAX_HEADER_LIST_SIZE: MAX_HEADER_LIST,
+        frames.SETTINGS_MAX_CONCURRENT_STREAMS: max_concurrent_streams,
     }
-    if max_concurrent_streams is not None:
-        settings[frames.SETTINGS_MAX_CONCURRENT_STREAMS] = max_concurrent_streams
     return frames.settings(settings) + frames.window_update(0, CONNECTION_WINDOW - frames.DEFAULT_WINDOW)
 
 
@@ -69,6 +80,18 @@ class _ConnectionError(Exception):
     def __init__(self, code: int, message: str) -> None:
         super().__init__(message)
         self.code = code
+
+
+class _HeaderBlock:
+    """A request header block still arriving in CONTINUATION frames."""
+
+    __slots__ = ("flags", "fragments", "size", "stream_id")
+
+    def __init__(self, stream_id: int, flags: int, first: bytes) -> None:
+        self.stream_id = stream_id
+        self.flags = flags
+        self.fragments = [first]
+        self.size = len(first)
 
 
 class _RequestHead:
@@ -113,7 +136,7 @@ class Http2Connection(asyncio.Protocol):
         self._head_cache: dict[bytes, _RequestHead] = {}
         self._streams: dict[int, Stream] = {}
         self._last_stream_id = 0
-        self._continuation: tuple[int, int, list[bytes]] | None = None
+        self._continuation: _HeaderBlock | None = None
         self._out: list[bytes | memoryview] = []
         self._receiving = False
         self._flush_scheduled = False
@@ -122,6 +145,10 @@ class Http2Connection(asyncio.Protocol):
         self._max_frame = frames.DEFAULT_MAX_FRAME
         self._recv_credit = 0
         self._blocked: dict[int, Stream] = {}  # streams waiting for connection-level window
+        self._backlog = 0  # bytes of DATA queued on all streams, waiting for flow-control window
+        self._backlogged = False  # above _BACKLOG_LIMIT until drained below half of it
+        self._unarmed: list[Stream] = []  # streams with a deadline whose timer is armed after this read
+        self._table_size_update = False  # the next header block must start with "dynamic table size 0"
         self._write_paused = False
         self._writable: asyncio.Future[None] | None = None
         self._going_away = False  # we sent GOAWAY (server shutdown)
@@ -130,6 +157,7 @@ class Http2Connection(asyncio.Protocol):
         self._closing = False  # close once what is queued is written
         self._closed = False
         self._peer: str | None = None
+        self._handshake_timer: asyncio.TimerHandle | None = None
 
     # -- asyncio.Protocol ------------------------------------------------------------------------
 
@@ -140,12 +168,15 @@ class Http2Connection(asyncio.Protocol):
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.server.connections.add(self)
+        self._handshake_timer = self.loop.call_later(self.server.handshake_timeout, self._handshake_expired)
         if self.server.shutting_down:
             self.begin_shutdown()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
         self._transport = None
+        if self._handshake_timer is not None:
+            self._handshake_timer.cancel()
         for stream in list(self._streams.values()):
             self._cancel_stream(stream)
         self._streams.clear()
@@ -181,6 +212,9 @@ class Http2Connection(asyncio.Protocol):
                 self._reject_preface()
                 return
             self._preface_seen = True
+            if self._handshake_timer is not None:
+                self._handshake_timer.cancel()
+                self._handshake_timer = None
             # Our SETTINGS only once the preface is valid, so an HTTP/1.1 client reads a plain 400.
             self._out.append(self.server.initial_frames)
             data = data[24:]
@@ -194,6 +228,8 @@ class Http2Connection(asyncio.Protocol):
             self._fail_connection(frames.INTERNAL_ERROR, f"internal error: {exc}")
         finally:
             self._receiving = False
+            if self._unarmed:
+                self._arm_deadlines()
             self._flush()
 
     def eof_received(self) -> bool | None:
@@ -259,6 +295,8 @@ class Http2Connection(asyncio.Protocol):
             if stream is not None:
                 self._cancel_stream(stream)
                 self._stream_done()
+            elif stream_id > self._last_stream_id:
+                raise _ConnectionError(frames.PROTOCOL_ERROR, f"RST_STREAM on idle stream {stream_id}")
         elif frame_type == frames.GOAWAY:
             self._peer_gone = True
             if not self._streams:
@@ -279,7 +317,15 @@ class Http2Connection(asyncio.Protocol):
                 self._peer_initial_window = value
                 for stream in self._streams.values():
                     stream.send_window += delta
+                    if stream.send_window > frames.MAX_WINDOW:
+                        raise _ConnectionError(
+                            frames.FLOW_CONTROL_ERROR, "INITIAL_WINDOW_SIZE overflows a window"
+                        )
                 grown = grown or delta > 0
+            elif key == frames.SETTINGS_HEADER_TABLE_SIZE and value < 4096:
+                # We never index response headers, but HPACK still requires us to acknowledge a smaller
+                # table with a size update at the start of our next header block (nghttp2 enforces it).
+                self._table_size_update = True
             elif key == frames.SETTINGS_MAX_FRAME_SIZE:
                 if not frames.DEFAULT_MAX_FRAME <= value <= frames.MAX_FRAME_LIMIT:
                     raise _ConnectionError(frames.PROTOCOL_ERROR, "invalid MAX_FRAME_SIZE")
@@ -311,10 +357,19 @@ class Http2Connection(asyncio.Protocol):
                         self._flush_stream(waiting)
             return
         stream = self._streams.get(stream_id)
-        if stream is not None:
-            stream.send_window += increment
-            if stream.outq or stream.trailers is not None:
-                self._flush_stream(stream)
+        if stream is None:
+            if stream_id > self._last_stream_id:
+                raise _ConnectionError(frames.PROTOCOL_ERROR, f"WINDOW_UPDATE on idle stream {stream_id}")
+            return  # a stream we already answered or reset
+        if increment == 0:
+            self._reset_stream(stream, frames.PROTOCOL_ERROR)
+            return
+        stream.send_window += increment
+        if stream.send_window > frames.MAX_WINDOW:
+            self._reset_stream(stream, frames.FLOW_CONTROL_ERROR)
+            return
+        if stream.outq or stream.trailers is not None:
+            self._flush_stream(stream)
 
     def _on_headers(self, flags: int, stream_id: int, payload: bytes) -> None:
         if stream_id == 0 or not stream_id & 1:
@@ -324,21 +379,24 @@ class Http2Connection(asyncio.Protocol):
         if flags & frames.PRIORITY_FLAG:
             payload = payload[5:]
         if not flags & frames.END_HEADERS:
-            self._continuation = (stream_id, flags, [payload])
+            self._continuation = _HeaderBlock(stream_id, flags, payload)
             return
         self._headers_complete(flags, stream_id, payload)
 
     def _on_continuation(self, frame_type: int, flags: int, stream_id: int, payload: bytes) -> None:
-        assert self._continuation is not None
-        first_id, first_flags, fragments = self._continuation
-        if frame_type != frames.CONTINUATION or stream_id != first_id:
+        block = self._continuation
+        assert block is not None
+        if frame_type != frames.CONTINUATION or stream_id != block.stream_id:
             raise _ConnectionError(frames.PROTOCOL_ERROR, "expected CONTINUATION")
-        fragments.append(payload)
-        if sum(map(len, fragments)) > MAX_HEADER_LIST * 2:
+        block.fragments.append(payload)
+        block.size += len(payload)
+        if block.size > MAX_HEADER_LIST * 2:
             raise _ConnectionError(frames.PROTOCOL_ERROR, "header block too large")
+        if len(block.fragments) > _MAX_CONTINUATIONS:
+            raise _ConnectionError(frames.ENHANCE_YOUR_CALM, "too many CONTINUATION frames")
         if flags & frames.END_HEADERS:
             self._continuation = None
-            self._headers_complete(first_flags, stream_id, b"".join(fragments))
+            self._headers_complete(block.flags, stream_id, b"".join(block.fragments))
 
     def _decode(self, block: bytes) -> _RequestHead:
         head = self._head_cache.get(block)
@@ -360,15 +418,20 @@ class Http2Connection(asyncio.Protocol):
         end_stream = bool(flags & frames.END_STREAM)
         stream = self._streams.get(stream_id)
         if stream is not None:  # trailers from the client end the request
-            if not end_stream:
+            if stream.remote_closed:
+                self._reset_stream(stream, frames.STREAM_CLOSED)
+            elif not end_stream:
                 raise _ConnectionError(frames.PROTOCOL_ERROR, "trailers without END_STREAM")
-            self._end_of_request(stream)
+            else:
+                self._end_of_request(stream)
             return
         if stream_id <= self._last_stream_id:
             raise _ConnectionError(frames.PROTOCOL_ERROR, f"stream id {stream_id} is not increasing")
         self._last_stream_id = stream_id
-        if (self._going_away and stream_id > self._goaway_last) or (
-            self._max_streams is not None and len(self._streams) >= self._max_streams
+        if (
+            len(self._streams) >= self._max_streams
+            or self._backlogged
+            or (self._going_away and stream_id > self._goaway_last)
         ):
             self._out.append(frames.rst_stream(stream_id, frames.REFUSED_STREAM))
             return
@@ -397,6 +460,7 @@ class Http2Connection(asyncio.Protocol):
             seconds = wire.parse_timeout(head.timeout)
             if seconds is not None:
                 stream.deadline = self.loop.time() + seconds
+                self._unarmed.append(stream)  # a call answered within this read never needs its timer
         self._streams[stream_id] = stream
         if handler.request_streaming:
             calls.start_streaming_request(self, stream)
@@ -407,7 +471,7 @@ class Http2Connection(asyncio.Protocol):
         block = (
             wire.RESPONSE_HEADERS if http_status == 200 else wire.http_status(http_status)
         ) + wire.status_block(code, details)
-        self._out += frames.header_frames(stream_id, block, True, self._max_frame)
+        self._out += self._header_frames(stream_id, block, True)
         if not end_stream:
             self._out.append(frames.rst_stream(stream_id, frames.NO_ERROR))
 
@@ -427,16 +491,14 @@ class Http2Connection(asyncio.Protocol):
                 raise _ConnectionError(frames.PROTOCOL_ERROR, f"DATA on idle stream {stream_id}")
             return  # a stream we already answered or reset
         if stream.remote_closed:
-            self._out.append(frames.rst_stream(stream_id, frames.STREAM_CLOSED))
-            self._cancel_stream(stream)
+            self._reset_stream(stream, frames.STREAM_CLOSED)
             return
         if payload:
             try:
                 stream.feed(payload, self.max_receive)
             except StreamError as exc:
                 self.finish_with_status(stream, exc.code, exc.details)
-                if stream.task is not None:
-                    stream.task.cancel()
+                self._cancel_task(stream)
                 return
         end_stream = flags & frames.END_STREAM
         if not end_stream:
@@ -449,7 +511,12 @@ class Http2Connection(asyncio.Protocol):
             self._end_of_request(stream)
 
     def _grant_stream_credit(self, stream: Stream) -> None:
-        if stream.recv_credit >= STREAM_WINDOW // 2 and stream.queued_bytes < _UNREAD_LIMIT:
+        """Return received DATA's credit unless much of it waits unread (a partial message counts,
+        but never holds back the message a handler is waiting for)."""
+        if stream.recv_credit < STREAM_WINDOW // 2:
+            return
+        unread = stream.queued_bytes + (len(stream.inbuf) if stream.inbuf is not None else 0)
+        if unread < _UNREAD_LIMIT or not stream.messages:
             self._out.append(frames.window_update(stream.id, stream.recv_credit))
             stream.recv_credit = 0
             self.flush_soon()
@@ -459,8 +526,7 @@ class Http2Connection(asyncio.Protocol):
         if stream.handler.request_streaming:
             if stream.inbuf is not None:
                 self.finish_with_status(stream, INTERNAL, "Incomplete message at end of stream")
-                if stream.task is not None:
-                    stream.task.cancel()
+                self._cancel_task(stream)
             elif stream.reader is not None:
                 _wake(stream.reader)
                 stream.reader = None
@@ -505,8 +571,15 @@ class Http2Connection(asyncio.Protocol):
         """The response headers (and initial metadata), once per stream."""
         stream.headers_sent = True
         block = wire.RESPONSE_HEADERS + wire.metadata_block(metadata) if metadata else wire.RESPONSE_HEADERS
-        self._out += frames.header_frames(stream.id, block, False, self._max_frame)
+        self._out += self._header_frames(stream.id, block, False)
         self.flush_soon()
+
+    def _header_frames(self, stream_id: int, block: bytes, end_stream: bool) -> list[bytes]:
+        """A header block's frames, led by the HPACK table size update the peer's SETTINGS asked for."""
+        if self._table_size_update:
+            self._table_size_update = False
+            block = b"\x20" + block  # dynamic table size update to 0 (RFC 7541 §6.3)
+        return frames.header_frames(stream_id, block, end_stream, self._max_frame)
 
     def send_reply(self, stream: Stream, data: bytes) -> None:
         """A unary response and OK status; one set of frames when it fits the windows."""
@@ -516,6 +589,7 @@ class Http2Connection(asyncio.Protocol):
             and size <= stream.send_window
             and size <= self._send_window
             and size <= self._max_frame
+            and not self._table_size_update
         ):
             stream.headers_sent = True
             stream_id = stream.id
@@ -539,12 +613,18 @@ class Http2Connection(asyncio.Protocol):
         """One response message onto the stream's flow-controlled output."""
         if not stream.headers_sent:
             self.send_headers(stream)
+        queue = stream.outq
+        if queue is None:
+            queue = stream.outq = deque()
         if len(data) < 65536:
-            stream.outq.append(_prefix(len(data)) + data)
+            queue.append(_prefix(len(data)) + data)
         else:
-            stream.outq.append(_prefix(len(data)))
-            stream.outq.append(memoryview(data))
+            queue.append(_prefix(len(data)))
+            queue.append(memoryview(data))
         stream.out_bytes += len(data) + 5
+        self._backlog += len(data) + 5
+        if self._backlog > _BACKLOG_LIMIT:
+            self._backlogged = True
         self._flush_stream(stream)
 
     def queue_trailers(self, stream: Stream, block: bytes) -> None:
@@ -563,13 +643,14 @@ class Http2Connection(asyncio.Protocol):
             self.queue_trailers(stream, block)
             return
         stream.headers_sent = True
-        self._out += frames.header_frames(stream.id, wire.RESPONSE_HEADERS + block, True, self._max_frame)
+        self._out += self._header_frames(stream.id, wire.RESPONSE_HEADERS + block, True)
         self._close_stream(stream)
 
     def _flush_stream(self, stream: Stream) -> None:
         queue = stream.outq
         out = self._out
         stream_id = stream.id
+        sent = 0
         while queue:
             window = min(stream.send_window, self._send_window, self._max_frame)
             if window <= 0:
@@ -590,17 +671,27 @@ class Http2Connection(asyncio.Protocol):
             stream.send_window -= size
             self._send_window -= size
             stream.out_bytes -= size
+            sent += size
+        if sent:
+            self._drained(sent)
         self.flush_soon()
         if not queue and stream.trailers is not None and not stream.closed:
-            out += frames.header_frames(stream_id, stream.trailers, True, self._max_frame)
+            out += self._header_frames(stream_id, stream.trailers, True)
             self._close_stream(stream)
         elif stream.drain_waiter is not None and stream.out_bytes < _HIGH_WATER:
             _wake(stream.drain_waiter)
             stream.drain_waiter = None
 
+    def _drained(self, size: int) -> None:
+        """``size`` queued bytes left (or were dropped): below half the limit, accept streams again."""
+        self._backlog -= size
+        if self._backlogged and self._backlog < _BACKLOG_LIMIT // 2:
+            self._backlogged = False
+            self._wake_writers()
+
     async def wait_writable(self, stream: Stream) -> None:
-        """Wait while the stream's unsent output is large or the transport is paused."""
-        while not stream.closed and (stream.out_bytes >= _HIGH_WATER or self._write_paused):
+        """Wait while the stream's unsent output is large or the transport or connection is backed up."""
+        while not stream.closed and self.must_wait(stream):
             waiter = self.loop.create_future()
             if stream.out_bytes >= _HIGH_WATER:
                 stream.drain_waiter = waiter
@@ -627,14 +718,40 @@ class Http2Connection(asyncio.Protocol):
         self._stream_done()
 
     def _cancel_stream(self, stream: Stream) -> None:
-        """The client reset the stream, or the connection is gone: cancel the handler."""
+        """The client reset the stream, or the connection is gone: drop its output, cancel the handler."""
         stream.cancelled = True
         stream.closed = True
         self._streams.pop(stream.id, None)
         self._blocked.pop(stream.id, None)
-        if stream.task is not None and not stream.task.done():
-            stream.task.cancel()
+        if stream.outq:
+            stream.outq = None
+            self._drained(stream.out_bytes)
+            stream.out_bytes = 0
+        self._cancel_task(stream)
         self._release(stream)
+
+    def _reset_stream(self, stream: Stream, error_code: int) -> None:
+        """A stream error (RFC 9113 §5.4.2): RST_STREAM, cancel the call; the connection goes on."""
+        self._out.append(frames.rst_stream(stream.id, error_code))
+        self._cancel_stream(stream)
+        self._stream_done()
+
+    def _cancel_task(self, stream: Stream) -> None:
+        """Cancel the call's task (every cancellation goes through here).
+
+        A task whose coroutine has not started yet is cancelled after its first step: cancelling it now
+        would throw CancelledError into a coroutine that never ran, so none of the handler's try/finally
+        blocks would run, and model handles and in-flight gauges the handler took before returning the
+        coroutine would leak. If the call completes in that step, ``finish_unary`` drops the reply.
+        """
+        task = stream.task
+        if task is None or task.done():
+            return
+        coroutine = cast("Coroutine[Any, Any, Any] | None", task.get_coro())
+        if coroutine is not None and inspect.getcoroutinestate(coroutine) == inspect.CORO_CREATED:
+            self.loop.call_soon(task.cancel)
+        else:
+            task.cancel()
 
     def _release(self, stream: Stream) -> None:
         if stream.timer is not None:
@@ -660,6 +777,13 @@ class Http2Connection(asyncio.Protocol):
             self._transport.write(_BAD_REQUEST)
             self._transport.close()
         self._closed = True
+
+    def _handshake_expired(self) -> None:
+        """No HTTP/2 preface within the handshake timeout: not a client worth a socket."""
+        self._handshake_timer = None
+        if not self._preface_seen and self._transport is not None and not self._closed:
+            self._transport.close()
+            self._closed = True
 
     def _fail_connection(self, code: int, message: str) -> None:
         log.info("closing HTTP/2 connection from %s: %s", self.peer(), message)
@@ -708,19 +832,27 @@ class Http2Connection(asyncio.Protocol):
         stream.context = context
         return context
 
-    def schedule_deadline(self, stream: Stream) -> None:
-        """Answer DEADLINE_EXCEEDED and cancel the call's task when its deadline passes."""
-        if stream.deadline is not None:
-            stream.timer = self.loop.call_at(stream.deadline, self._deadline_passed, stream)
+    def _arm_deadlines(self) -> None:
+        """After a read: a timer for each call with a deadline that is still open (receiving its request,
+        or running as a task), so a call that ends within the read never creates one."""
+        for stream in self._unarmed:
+            if not stream.closed and stream.timer is None:
+                assert stream.deadline is not None
+                stream.timer = self.loop.call_at(stream.deadline, self._deadline_passed, stream)
+        self._unarmed.clear()
 
     def _deadline_passed(self, stream: Stream) -> None:
+        """Answer DEADLINE_EXCEEDED and cancel the call's task."""
         stream.timer = None
         if stream.closed:
             return
         stream.cancelled = True
+        context = stream.context
+        if context is not None:  # what the servicer's metrics record as the call's status
+            context.set_code(grpc.StatusCode.DEADLINE_EXCEEDED)
+            context.set_details("Deadline Exceeded")
         self.finish_with_status(stream, DEADLINE_EXCEEDED, "Deadline Exceeded")
-        if stream.task is not None and not stream.task.done():
-            stream.task.cancel()
+        self._cancel_task(stream)
 
     def send_initial_metadata(self, stream: Stream, metadata: wire.Metadata) -> None:
         """``context.send_initial_metadata``: the response headers, now."""
@@ -731,7 +863,7 @@ class Http2Connection(asyncio.Protocol):
 
     def must_wait(self, stream: Stream) -> bool:
         """Whether a writer should wait before queueing more on this stream."""
-        return stream.out_bytes >= _HIGH_WATER or self._write_paused
+        return stream.out_bytes >= _HIGH_WATER or self._write_paused or self._backlogged
 
     async def read_message(self, stream: Stream) -> Any:
         """``context.read()``."""

@@ -24,6 +24,8 @@ _UNLIMITED = 2**31 - 1
 _ROUTE_CACHE_SIZE = 4096
 _FLUSH_SECONDS = 1.0  # after cancelling calls at the end of the grace period: time to send their statuses
 _UNAVAILABLE = 14
+_DEFAULT_MAX_STREAMS = 1000  # per connection: bounds a client's memory (grpc's own default is unlimited)
+_HANDSHAKE_SECONDS = 120.0  # a connection that sends no HTTP/2 preface by then is closed
 
 
 class _CallDetails:
@@ -48,7 +50,8 @@ class GrpcHttp2Server:
     def __init__(self, options: Sequence[tuple[str, Any]] = ()) -> None:
         self.max_receive_message_length = _DEFAULT_MAX_RECEIVE
         self.max_send_message_length = _UNLIMITED
-        self.max_concurrent_streams: int | None = None  # per connection; None: no limit (grpc's default)
+        self.max_concurrent_streams = _DEFAULT_MAX_STREAMS
+        self.handshake_timeout = _HANDSHAKE_SECONDS
         for key, value in options:
             if key == "grpc.max_receive_message_length":
                 self.max_receive_message_length = _limit(value)
@@ -69,6 +72,7 @@ class GrpcHttp2Server:
         self.shutting_down = False
         self._all_closed: asyncio.Future[None] | None = None
         self._stopped: asyncio.Future[None] | None = None
+        self._grace_over: asyncio.Future[None] | None = None  # set by a stop() with a shorter grace
 
     # -- services --------------------------------------------------------------------------------
 
@@ -120,35 +124,31 @@ class GrpcHttp2Server:
         if host == "localhost":
             host, family = "127.0.0.1", socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                with contextlib.suppress(OSError):
-                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-            sock.bind((host, port))
-            sock.listen(1024)
-        except OSError:
-            sock.close()
-            raise
-        sock.setblocking(False)
-        self._sockets.append(sock)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        self._listen(sock, (host, port))
         return int(sock.getsockname()[1])
 
     def _bind_unix(self, path: str) -> int:
         with contextlib.suppress(FileNotFoundError):
             if stat.S_ISSOCK(os.stat(path).st_mode):
                 os.unlink(path)  # a stale socket from an earlier run, as grpc does
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._listen(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM), path)
+        self._unix_paths.append(path)
+        return 0
+
+    def _listen(self, sock: socket.socket, address: Any) -> None:
+        """Bind and listen (closing the socket on failure); served once ``start()`` runs."""
         try:
-            sock.bind(path)
+            sock.bind(address)
             sock.listen(1024)
         except OSError:
             sock.close()
             raise
         sock.setblocking(False)
         self._sockets.append(sock)
-        self._unix_paths.append(path)
-        return 0
 
     async def start(self) -> None:
         """Serve the bound sockets on the running loop."""
@@ -173,13 +173,20 @@ class GrpcHttp2Server:
     async def stop(self, grace: float | None) -> None:
         """Stop accepting, GOAWAY every connection, let calls finish for ``grace`` seconds, cancel the rest.
 
-        Returns once every connection is closed; a second call waits for the first.
+        ``grace=None`` cancels every call at once, as ``grpc.aio.Server.stop(None)`` does. Returns once
+        every connection is closed; a second call waits for the first, ending its grace period sooner when
+        its own is shorter (the most restrictive grace wins, as in grpc.aio).
         """
+        loop = asyncio.get_running_loop()
         if self._stopped is not None:
+            if not grace:
+                _wake(self._grace_over)
+            else:
+                loop.call_later(grace, _wake, self._grace_over)
             await asyncio.shield(self._stopped)
             return
-        loop = asyncio.get_running_loop()
         self._stopped = loop.create_future()
+        self._grace_over = loop.create_future()
         try:
             await self._shutdown(loop, grace)
         finally:
@@ -199,9 +206,12 @@ class GrpcHttp2Server:
             self._all_closed.set_result(None)
         for connection in list(self.connections):
             connection.begin_shutdown()
-        # 3. Drain for up to `grace` seconds.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(self._all_closed), grace)
+        # 3. Drain for up to `grace` seconds (None: none at all), or until a later stop() cuts it short.
+        if grace:
+            assert self._grace_over is not None
+            await asyncio.wait(
+                (self._all_closed, self._grace_over), timeout=grace, return_when=asyncio.FIRST_COMPLETED
+            )
         # 4. Cancel what is left, give the statuses a moment to leave, then drop the connections.
         if self.connections:
             for connection in list(self.connections):
@@ -230,6 +240,11 @@ class GrpcHttp2Server:
         except TimeoutError:
             return False
         return True
+
+
+def _wake(future: asyncio.Future[None] | None) -> None:
+    if future is not None and not future.done():
+        future.set_result(None)
 
 
 def _limit(value: Any) -> int:

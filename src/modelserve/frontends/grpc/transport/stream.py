@@ -76,7 +76,8 @@ class Stream:
         self.recv_credit = 0  # received DATA not yet returned to the peer with WINDOW_UPDATE
         self.reader: asyncio.Future[None] | None = None  # a read() waiting for a message
         self.remote_closed = False  # the client half-closed (END_STREAM)
-        self.outq: deque[bytes | memoryview] = deque()  # DATA payload waiting for flow-control window
+        # DATA payload waiting for flow-control window; created by the first message that must wait.
+        self.outq: deque[bytes | memoryview] | None = None
         self.out_bytes = 0
         self.trailers: bytes | None = None  # sent once outq is empty
         self.drain_waiter: asyncio.Future[None] | None = None  # a write() waiting for outq to drain

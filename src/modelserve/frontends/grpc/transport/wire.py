@@ -133,11 +133,14 @@ SUPPORTED_ENCODINGS = frozenset({b"identity", b"gzip", b"deflate"})
 
 
 def decompress(data: bytes, encoding: bytes, limit: int) -> bytes:
-    """Inflate a compressed message; raises MessageTooLarge past ``limit`` and zlib.error when corrupt."""
+    """Inflate a compressed message; raises MessageTooLarge past ``limit`` (inflating no further than
+    one byte beyond it) and zlib.error when corrupt or truncated."""
     inflater = zlib.decompressobj(_WBITS[encoding])
     out = inflater.decompress(data, limit + 1)
     if len(out) > limit:
         raise MessageTooLarge(len(out))
+    if not inflater.eof:
+        raise zlib.error("compressed message is truncated")
     return out
 
 
