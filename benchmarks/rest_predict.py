@@ -252,7 +252,7 @@ def measure(targets: dict[str, str], args: argparse.Namespace, wrk: str, script:
                 rps, p50, p99, errors = result.rps, result.p50_ms, result.p99_ms, result.errors
                 points.append(Point(name, connections, round_, rps, p50, p99, errors))
                 print(
-                    f"  round {round_ + 1}/{args.repeats}  {name:<22} c={connections:<3} {rps:>8.0f} req/s  "
+                    f"  round {round_ + 1}/{args.repeats}  {name:<24} c={connections:<3} {rps:>8.0f} req/s  "
                     f"p50 {p50:6.2f} ms  p99 {p99:6.2f} ms  errors {errors}",
                     flush=True,
                 )
@@ -311,13 +311,13 @@ def print_report(limits: dict[str, float], rows: list[Row], checks: list[Verdict
         micros = limits[f"ort_{threads}_thread_us_per_call"]
         print(f"  {threads} intra-op thread(s): {calls:>9,.0f} calls/s  {micros:5.1f} µs/call")
     print(
-        f"\n{'target':<22} {'connections':>11} {'requests/s':>11} {'p50 ms':>7} {'p99 ms':>7} "
+        f"\n{'target':<24} {'connections':>11} {'requests/s':>11} {'p50 ms':>7} {'p99 ms':>7} "
         f"{'errors':>6} {'modelserve / target':>20}"
     )
     for row in rows:
         ratio = "" if row.ratio is None else f"{row.ratio:.2f}x"
         print(
-            f"{row.target:<22} {row.connections:>11} {row.rps:>11,.0f} {row.p50_ms:>7.2f} {row.p99_ms:>7.2f} "
+            f"{row.target:<24} {row.connections:>11} {row.rps:>11,.0f} {row.p50_ms:>7.2f} {row.p99_ms:>7.2f} "
             f"{row.errors:>6} {ratio:>20}"
         )
     print()

@@ -38,7 +38,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("modelserve.grpc.transport")
 
 STREAM_WINDOW = 4 * 1024 * 1024  # our SETTINGS_INITIAL_WINDOW_SIZE
-CONNECTION_WINDOW = 16 * 1024 * 1024
+# Our connection receive window. Large enough that a channel carrying many big requests at once is not
+# throttled at the connection: with 16 MiB, 64 concurrent 1 MiB calls from grpcio queued behind the window
+# and the slowest waited 1.2-1.5 s (p99) while the median took 18 ms; with 64 MiB the p99 is ~120 ms.
+CONNECTION_WINDOW = 64 * 1024 * 1024
 MAX_HEADER_LIST = 64 * 1024
 _HIGH_WATER = 1024 * 1024  # a stream's unsent output above which write() waits
 _UNREAD_LIMIT = 4 * 1024 * 1024  # received but unread request bytes above which we stop granting credit
