@@ -139,32 +139,47 @@ def grpc_frame(message: bytes) -> bytes:
     return b"\x00" + len(message).to_bytes(4, "big") + message
 
 
+def _h2load_command(
+    h2load: str, url: str, body_file: Path, streams: int, seconds: int, connections: int
+) -> list[str]:
+    return [
+        h2load, "-t1", f"-c{connections}", f"-m{streams}", f"-D{seconds}", "-d", str(body_file),
+        "-H", "content-type: application/grpc", "-H", "te: trailers", url,
+    ]  # fmt: skip
+
+
+def warm_h2load(
+    h2load: str, url: str, body_file: Path, streams: int, seconds: int, connections: int = 1
+) -> None:
+    """A warm-up run of ``run_h2load``'s load, not measured. h2load's own ``--warm-up-time`` is not used:
+    its DATA byte total would then include the warm-up, and hide failed calls of the window."""
+    command = _h2load_command(h2load, url, body_file, streams, seconds, connections)
+    subprocess.run(command, capture_output=True, check=True, timeout=seconds + 60)
+
+
 def run_h2load(
     h2load: str,
     url: str,
     body_file: Path,
     streams: int,
     seconds: int,
-    warmup_s: int,
     reply_data_bytes: int,
     log_file: Path,
     connections: int = 1,
 ) -> H2loadResult:
-    """One ``h2load -t1`` run of unary gRPC calls: ``connections`` HTTP/2 connections (1: as a gRPC
-    channel) with ``streams`` calls in flight each, posting ``body_file`` (a framed gRPC message).
+    """One measured ``h2load -t1`` run of unary gRPC calls: ``connections`` HTTP/2 connections (1: as a
+    gRPC channel) with ``streams`` calls in flight each, posting ``body_file`` (a framed gRPC message).
 
     h2load knows HTTP, not gRPC: a call that fails answers HTTP 200 with a ``grpc-status`` trailer and no
-    message. Every successful reply carries exactly ``reply_data_bytes`` of DATA (the same request gets the
-    same reply), so the calls that got no message are counted from h2load's DATA total, as are non-200
-    streams. Percentiles come from h2load's per-request log (exact, measured window only).
+    message, and h2load counts it as succeeded. Every successful reply carries exactly
+    ``reply_data_bytes`` of DATA (the same request gets the same reply), so the calls that got no message
+    are counted from h2load's DATA total (this run only: warm up with ``warm_h2load``); h2load's failed
+    streams (4xx, 5xx, resets) and 3xx replies count too. Percentiles come from h2load's per-request log.
     """
-    command = [
-        h2load, "-t1", f"-c{connections}", f"-m{streams}", f"-D{seconds}", f"--warm-up-time={warmup_s}",
-        "-d", str(body_file), "-H", "content-type: application/grpc", "-H", "te: trailers",
-        f"--log-file={log_file}", url,
-    ]  # fmt: skip
+    command = _h2load_command(h2load, url, body_file, streams, seconds, connections)
+    command.insert(-1, f"--log-file={log_file}")
     log_file.unlink(missing_ok=True)  # h2load appends to an existing log
-    result = subprocess.run(command, capture_output=True, text=True, timeout=seconds + warmup_s + 60)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60)
     out = result.stdout
     finished = re.search(r"finished in ([\d.]+)s, ([\d.]+) req/s", out)
     data = re.search(r"traffic: .*?, .*?, .*?\((\d+)\) data", out)
@@ -174,14 +189,14 @@ def run_h2load(
         raise RuntimeError(f"unexpected h2load output:\n{out}\n{result.stderr}")
     lines = log_file.read_text().split()
     durations = [int(d) for status, d in zip(lines[1::3], lines[2::3], strict=True) if status == "200"]
-    ok_2xx, failed = int(codes.group(1)), int(done.group(3))
-    without_message = max(0, ok_2xx - int(data.group(1)) // reply_data_bytes)
+    redirects, succeeded, failed = int(codes.group(2)), int(done.group(2)), int(done.group(3))
+    without_message = max(0, succeeded - redirects - int(data.group(1)) // reply_data_bytes)
     latencies = sorted(durations) or [0]
     return H2loadResult(
         rps=float(finished.group(2)),
         p50_ms=latencies[len(latencies) // 2] / 1000,
         p99_ms=latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] / 1000,
-        errors=failed + without_message + sum(int(codes.group(i)) for i in (2, 3, 4)),
+        errors=failed + without_message + redirects,
     )
 
 

@@ -59,6 +59,7 @@ from _common import (
     run_wrk,
     serving_ready,
     venv_script,
+    warm_h2load,
     warn_if_busy,
     write_lua,
 )
@@ -445,20 +446,15 @@ def measure_point(
     """Warm up, drain, then one measured window with the batch-size histogram read on both sides."""
     if protocol == "grpc":
         body, reply_bytes = args.grpc_bodies[spec.name]
-        h2load_log = args.workdir / "h2load.log"
+        if args.warmup > 0:
+            warm_h2load(args.h2load, target.grpc_url, body, connections, args.warmup)
         drain(target, prepared, spec)
         before = batch_size_totals(target, spec.name)
         result: Any = run_h2load(
-            args.h2load,
-            target.grpc_url,
-            body,
-            connections,
-            args.duration,
-            args.warmup,
-            reply_bytes,
-            h2load_log,
-        )
-        after = batch_size_totals(target, spec.name)  # h2load counts its window only; so does the mean
+            args.h2load, target.grpc_url, body, connections, args.duration, reply_bytes,
+            args.workdir / "h2load.log",
+        )  # fmt: skip
+        after = batch_size_totals(target, spec.name)
     else:
         wrk, script = args.wrk, args.scripts[spec.name]
         if args.warmup > 0:
@@ -586,6 +582,8 @@ def verdicts(result: ModelResult, rows: list[Row]) -> list[Verdict]:
                 ceiling = max(result.inprocess.values())
                 ratio = best.rps / ceiling
                 value = f"{ratio:.0%} of the in-process maximum {ceiling:,.0f}/s (batch size n/a)"
+                if others:
+                    value += f"; {others}"
                 checks.append(Verdict(label, value, True if ratio >= TARGET_INPROCESS else None))
             else:
                 batch = best.mean_batch or 1.0
@@ -647,12 +645,14 @@ def main() -> int:
     args.scripts = {}
     args.grpc_bodies = {}
     busy_percent = warn_if_busy()
-    grpc_points = len(SATURATED) if "grpc" in args.protocols else 0
-    points_per_model = len(args.configs) * (len(args.connections) + grpc_points) * args.repeats
-    estimate = len(args.models) * points_per_model * (args.warmup + args.duration + 1)
-    print(
-        f"measuring {len(args.models) * points_per_model} points: about {estimate / 60:.0f} min", flush=True
+    per_config = sum(
+        len(protocols_at(SPECS[name], connections, args))
+        for name in args.models
+        for connections in args.connections
     )
+    points = len(args.configs) * per_config * args.repeats
+    estimate = points * (args.warmup + args.duration + 1)
+    print(f"measuring {points} points: about {estimate / 60:.0f} min", flush=True)
     started = time.monotonic()
     results: list[tuple[ModelResult, list[Row], list[Verdict]]] = []
     with tempfile.TemporaryDirectory(prefix="modelserve-batching-") as tmp:

@@ -61,6 +61,7 @@ from _common import (
     run_wrk,
     serving_ready,
     venv_script,
+    warm_h2load,
     warn_if_busy,
     write_lua_file_body,
 )
@@ -262,19 +263,19 @@ def run_point(target: Target, client: str, connections: int, round_: int, args: 
     if client == H2LOAD:
         assert isinstance(target.request, GrpcRequest) and target.h2load_body is not None
         url = f"http://127.0.0.1:{target.port}{target.request.method}"
-        before = cpu_seconds(target.server_pid)
-        started = time.monotonic()
         # One connection carrying the calls (a gRPC channel), or one connection per call (wrk's shape).
         streams, sockets = (1, connections) if args.h2load_connection_per_call else (connections, 1)
+        if args.warmup > 0:
+            warm_h2load(native[H2LOAD], url, target.h2load_body, streams, args.warmup, sockets)
+            wait_until_idle(target.server_pid)
+        before = cpu_seconds(target.server_pid)
         h2 = run_h2load(
-            native[H2LOAD], url, target.h2load_body, streams, args.duration, args.warmup,
-            target.reply_data_bytes, workdir / "h2load.log", sockets,
+            native[H2LOAD], url, target.h2load_body, streams, args.duration, target.reply_data_bytes,
+            workdir / "h2load.log", sockets,
         )  # fmt: skip
-        # The server's CPU over warm-up and window, per call of both (h2load counts the window only).
         server_s = cpu_seconds(target.server_pid) - before
-        calls = h2.rps * (time.monotonic() - started)
         rps, p50, p99, errors = h2.rps, h2.p50_ms, h2.p99_ms, h2.errors
-        server_us = server_s / calls * 1e6 if calls else None
+        server_us = server_s / (rps * args.duration) * 1e6 if rps else None
         client_us = None
     elif client == WRK:
         wrk = native[WRK]

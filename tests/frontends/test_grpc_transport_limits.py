@@ -79,6 +79,34 @@ def test_replies_a_client_never_reads_are_bounded_and_flow_again_once_it_does() 
         client.close()
 
 
+def test_new_streams_are_accepted_again_as_soon_as_the_backlog_is_under_its_limit() -> None:
+    """Refusal follows the backlog itself: with part of the replies drained (the backlog under the limit,
+    still over half of it) and the rest held by streams the client does not read, a new call is taken."""
+    count = _BACKLOG_LIMIT // len(MEBIBYTE) + 8
+    stream_ids = range(1, 2 * count, 2)
+    with serve(BIG_REPLIES) as served:
+        client = RawClient(served.port, {frames.SETTINGS_INITIAL_WINDOW_SIZE: 0})
+        client.send(*(client.request(stream_id, path="/test.Svc/Big") for stream_id in stream_ids))
+        client.read_until(lambda got: client.reset_code(stream_ids[-1]) is not None, timeout=10)
+        refused = {s for s in stream_ids if client.reset_code(s) == frames.REFUSED_STREAM}
+        assert refused, "the backlog went over its limit"
+        answered = [s for s in stream_ids if s not in refused]
+        drained = answered[:12]  # 12 MiB leave: the backlog drops under the limit, stays over half of it
+        window = len(message(MEBIBYTE)) + 1024
+        client.send(
+            frames.window_update(0, frames.MAX_WINDOW - frames.DEFAULT_WINDOW),
+            *(frames.window_update(s, window) for s in drained),
+        )
+        client.read_until(lambda got: all(has(frames.HEADERS, s, frames.END_STREAM)(got) for s in drained))
+        fresh = stream_ids[-1] + 2
+        client.send(client.request(fresh, b"again"), frames.window_update(fresh, 1024))
+        client.read_until(has(frames.HEADERS, fresh, frames.END_STREAM))
+        assert client.reset_code(fresh) is None
+        data = b"".join(p for t, _, s, p in client.received if t == frames.DATA and s == fresh)
+        assert data == message(b"again")
+        client.close()
+
+
 def test_a_connection_that_never_sends_the_preface_is_closed() -> None:
     def quick_handshake(server: GrpcHttp2Server) -> None:
         server.handshake_timeout = 0.2

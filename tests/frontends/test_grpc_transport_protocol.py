@@ -10,7 +10,7 @@ import zlib
 
 import grpc  # type: ignore[import-untyped]
 import pytest
-from grpc_transport_support import Hang, RawClient, handler, has, serve  # type: ignore[import-not-found]
+from grpc_transport_support import Hang, RawClient, handler, has, message, serve  # type: ignore[import-not-found]
 
 from modelserve.frontends.grpc.transport import frames, wire
 
@@ -143,3 +143,67 @@ def test_decompress_stops_inflating_at_the_limit() -> None:
         wire.decompress(packed, b"gzip", 1 << 20)
     assert raised.value.args[0] == (1 << 20) + 1
     assert time.perf_counter() - begin < 1.0
+
+
+def _literal(value: bytes) -> bytes:
+    """An HPACK string literal without Huffman coding (lengths under 127)."""
+    return bytes([len(value)]) + value
+
+
+# :method POST (static 3), :scheme http (static 6), then content-type and te as literals without indexing:
+# none of these touch the dynamic table, so only the :path representation decides what a block changes.
+_FIXED_FIELDS = (
+    b"\x83\x86"
+    + b"\x0f\x10"  # content-type (static 31), literal without indexing
+    + _literal(b"application/grpc")
+    + b"\x00"
+    + _literal(b"te")
+    + _literal(b"trailers")
+)
+
+
+def _path_indexed_by_newest_entry() -> bytes:
+    """:path as "indexed field 62": whatever the newest dynamic table entry is at decode time."""
+    return _FIXED_FIELDS + b"\xbe"
+
+
+def _path_added(path: bytes) -> bytes:
+    """:path as a literal with incremental indexing (name: static 4): it becomes dynamic entry 62."""
+    return _FIXED_FIELDS + b"\x44" + _literal(path)
+
+
+def test_a_repeated_header_block_follows_the_dynamic_table_it_refers_to() -> None:
+    """The same header-block bytes mean another :path once the table changed: the decode cache must not
+    replay the old meaning."""
+    methods = handler(
+        Echo=grpc.unary_unary_rpc_method_handler(lambda request, context: b"echo:" + request),
+        Other=grpc.unary_unary_rpc_method_handler(lambda request, context: b"other:" + request),
+    )
+    blocks = [
+        _path_added(b"/test.Svc/Echo"),
+        _path_indexed_by_newest_entry(),  # -> Echo
+        _path_indexed_by_newest_entry(),  # the same bytes, from the cache -> Echo
+        _path_added(b"/test.Svc/Other"),
+        _path_indexed_by_newest_entry(),  # the same bytes as before, now -> Other
+    ]
+    with serve(methods) as served:
+        client = RawClient(served.port)
+        for index, block in enumerate(blocks):
+            stream_id = 2 * index + 1
+            client.send(
+                frames.frame(frames.HEADERS, frames.END_HEADERS, stream_id, block),
+                frames.frame(frames.DATA, frames.END_STREAM, stream_id, message(b"%d" % index)),
+            )
+            client.read_until(has(frames.HEADERS, stream_id, frames.END_STREAM))
+        replies = [
+            b"".join(p for t, _, s, p in client.received if t == frames.DATA and s == 2 * index + 1)
+            for index in range(len(blocks))
+        ]
+        assert replies == [
+            message(b"echo:0"),
+            message(b"echo:1"),
+            message(b"echo:2"),
+            message(b"other:3"),
+            message(b"other:4"),
+        ]
+        client.close()

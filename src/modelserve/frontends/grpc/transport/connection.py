@@ -46,9 +46,9 @@ MAX_HEADER_LIST = 64 * 1024
 _HIGH_WATER = 1024 * 1024  # a stream's unsent output above which write() waits
 _UNREAD_LIMIT = 4 * 1024 * 1024  # received but unread request bytes above which we stop granting credit
 _BACKLOG_LIMIT = 32 * 1024 * 1024  # replies queued for window above which new streams are refused
+_STATUS_BY_NUMBER = {status.value[0]: status for status in grpc.StatusCode}
 _MAX_CONTINUATIONS = 64  # CONTINUATION frames in one header block (empty ones would otherwise be free)
 _HEADER_CACHE_SIZE = 512
-_ONLY_INDEXED = bytes(range(0x80, 0xFF))  # single-byte indexed header fields: decoding changes no state
 _BAD_REQUEST = (
     b"HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\ncontent-length: 41\r\n"
     b"connection: close\r\n\r\nThis port speaks gRPC over HTTP/2 only.\r\n"
@@ -120,6 +120,13 @@ class _RequestHead:
                 self.timeout = value
             elif name == b"grpc-encoding":
                 self.encoding = value
+
+
+def _table_state(table: Any) -> tuple[int, int, int, int]:
+    """What changes when a header block adds or evicts an HPACK dynamic table entry or resizes it (the
+    newest entry's identity: an entry added always becomes the first)."""
+    entries = table.dynamic_entries
+    return len(entries), id(entries[0]) if entries else 0, table.maxsize, table._current_size
 
 
 class Http2Connection(asyncio.Protocol):
@@ -402,17 +409,28 @@ class Http2Connection(asyncio.Protocol):
             self._headers_complete(block.flags, stream_id, b"".join(block.fragments))
 
     def _decode(self, block: bytes) -> _RequestHead:
+        """The request head of a header block, from the cache when the same bytes came before.
+
+        A cached block is replayed only while the HPACK dynamic table is what it was when the block was
+        decoded: any decode that changes the table (an entry added or evicted, a size update) empties the
+        cache, and only blocks that changed nothing are cached. Clients repeat the same block for the
+        same call (all fields indexed, or literals without indexing such as h2load's content-length).
+        """
         head = self._head_cache.get(block)
         if head is not None:
             return head
+        table = self._decoder.header_table
+        before = _table_state(table)
         try:
             headers = self._decoder.decode(block, raw=True)
         except Exception as exc:
             raise _ConnectionError(frames.COMPRESSION_ERROR, f"header block: {exc}") from None
         head = _RequestHead(headers)
-        if block.translate(None, _ONLY_INDEXED):
-            self._head_cache.clear()  # the block may have changed the dynamic table
-        elif len(self._head_cache) < _HEADER_CACHE_SIZE:
+        if _table_state(table) != before:
+            self._head_cache.clear()  # the table changed: cached blocks may now decode differently
+        else:
+            if len(self._head_cache) >= _HEADER_CACHE_SIZE:
+                self._head_cache.clear()  # one-off blocks (e.g. per-call grpc-timeout) must not crowd it
             self._head_cache[block] = head
         return head
 
@@ -433,7 +451,7 @@ class Http2Connection(asyncio.Protocol):
         self._last_stream_id = stream_id
         if (
             len(self._streams) >= self._max_streams
-            or self._backlogged
+            or self._backlog > _BACKLOG_LIMIT
             or (self._going_away and stream_id > self._goaway_last)
         ):
             self._out.append(frames.rst_stream(stream_id, frames.REFUSED_STREAM))
@@ -681,7 +699,7 @@ class Http2Connection(asyncio.Protocol):
         if not queue and stream.trailers is not None and not stream.closed:
             out += self._header_frames(stream_id, stream.trailers, True)
             self._close_stream(stream)
-        elif stream.drain_waiter is not None and stream.out_bytes < _HIGH_WATER:
+        elif stream.drain_waiter is not None and not self._own_output_blocks(stream):
             _wake(stream.drain_waiter)
             stream.drain_waiter = None
 
@@ -696,7 +714,7 @@ class Http2Connection(asyncio.Protocol):
         """Wait while the stream's unsent output is large or the transport or connection is backed up."""
         while not stream.closed and self.must_wait(stream):
             waiter = self.loop.create_future()
-            if stream.out_bytes >= _HIGH_WATER:
+            if self._own_output_blocks(stream):  # woken when this stream's own output drains
                 stream.drain_waiter = waiter
             else:
                 self._writable = waiter if self._writable is None else self._writable
@@ -812,7 +830,12 @@ class Http2Connection(asyncio.Protocol):
 
     def cancel_calls(self, code: int, details: str) -> None:
         """Shutdown grace is over: end what is left with ``code`` and close."""
+        status = _STATUS_BY_NUMBER.get(code)
         for stream in list(self._streams.values()):
+            context = stream.context
+            if context is not None and status is not None:  # what the servicer's metrics record
+                context.set_code(status)
+                context.set_details(details)
             self.finish_with_status(stream, code, details)
             self._cancel_stream(stream)
         self._close_soon()
@@ -866,7 +889,12 @@ class Http2Connection(asyncio.Protocol):
 
     def must_wait(self, stream: Stream) -> bool:
         """Whether a writer should wait before queueing more on this stream."""
-        return stream.out_bytes >= _HIGH_WATER or self._write_paused or self._backlogged
+        return self._own_output_blocks(stream) or self._write_paused
+
+    def _own_output_blocks(self, stream: Stream) -> bool:
+        """The stream's own unsent output is large, or any is left while the connection is backlogged: a
+        writer whose stream drained never stalls behind other streams whose clients do not read."""
+        return stream.out_bytes >= _HIGH_WATER or (self._backlogged and stream.out_bytes > 0)
 
     async def read_message(self, stream: Stream) -> Any:
         """``context.read()``."""
