@@ -205,7 +205,6 @@ def run_tune(args: argparse.Namespace) -> int:
 
 
 def _prepare(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
-    from modelserve.tune.search import SearchSettings
     from modelserve.tune.trial import Workload
 
     if not args.handler:
@@ -229,14 +228,21 @@ def _prepare(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
         load_processes=args.load_processes,
         serve_args=tuple(args.serve_args),
     )
-    settings = SearchSettings(
+    return space_from_args(args), limits, settings_from_args(args, overhead_s=4.0), workload
+
+
+def settings_from_args(args: argparse.Namespace, overhead_s: float) -> Any:
+    """The search's `SearchSettings` from the flags; ``overhead_s`` is what a trial costs besides its
+    warm-up and measured windows (starting and stopping a deployment, or changing a worker count)."""
+    from modelserve.tune.search import SearchSettings
+
+    return SearchSettings(
         time_budget_s=parse_duration(args.time_budget),
         short_s=args.trial_seconds,
         long_s=args.confirm_seconds,
-        overhead_s=args.warmup_seconds + 4.0,
+        overhead_s=args.warmup_seconds + overhead_s,
         concurrency=args.concurrency,
     )
-    return space_from_args(args), limits, settings, workload
 
 
 def limits_from_args(args: argparse.Namespace) -> Any:

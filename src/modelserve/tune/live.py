@@ -104,8 +104,7 @@ def run_live(args: argparse.Namespace) -> int:
 
 
 def _plan(args: argparse.Namespace, stack: RunningStack, original: int) -> tuple[SearchSpace, Any, Workload]:
-    from modelserve.tune.command import body_from_args, parse_duration
-    from modelserve.tune.search import SearchSettings
+    from modelserve.tune.command import body_from_args, settings_from_args
 
     fixed = stack.config
     space = SearchSpace(
@@ -118,13 +117,8 @@ def _plan(args: argparse.Namespace, stack: RunningStack, original: int) -> tuple
         start_workers=args.start_workers if args.start_workers is not None else original,
         threads=fixed.threads,
     )
-    settings = SearchSettings(
-        time_budget_s=parse_duration(args.time_budget),
-        short_s=args.trial_seconds,
-        long_s=args.confirm_seconds,
-        overhead_s=args.warmup_seconds + 2.0,  # no start or stop: the count changes in about a second
-        concurrency=args.concurrency,
-    )
+    # No start or stop: the worker count changes in about a second.
+    settings = settings_from_args(args, overhead_s=2.0)
     workload = Workload(
         handler=stack.handler,
         body=body_from_args(args),
