@@ -7,7 +7,8 @@ count, so the printed ratios (medians over ``--repeats`` rounds) hold on a noisy
 absolute figures drift. In-process ONNX Runtime on the same model and request is printed as the limit.
 
     python benchmarks/rest_predict.py [--duration 10] [--warmup 3] [--connections 1,8,64] [--repeats 3]
-                                      [--coupled 2x0,2x1] [--json out.json] [--strict]
+                                      [--coupled 2x0,2x1] [--serve-flag=--FLAG=VALUE ...]
+                                      [--json out.json] [--strict]
 
 The coupled architecture runs in two configurations by default, ``WORKERSxTHREADS`` (0 threads: ONNX
 Runtime's default, one per core):
@@ -38,7 +39,7 @@ import tempfile
 import time
 import timeit
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -126,6 +127,13 @@ def parse_args() -> argparse.Namespace:
         help="coupled configurations: W sync workers x T ONNX Runtime threads each, 0 = ORT's default "
         "(default 2x0,2x1; 2x0, the seed's, is always measured: the target is judged against it)",
     )
+    parser.add_argument(
+        "--serve-flag",
+        action="append",
+        default=[],
+        metavar="FLAG",
+        help="extra flag for modelserve serve, repeatable (e.g. --serve-flag=--reply_coalescing_us=0)",
+    )
     parser.add_argument("--json", type=Path, help="write every point, the medians and the verdicts here")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args()
@@ -164,12 +172,12 @@ def in_process_limits(model: Path) -> dict[str, float]:
 
 
 @contextlib.contextmanager
-def start_modelserve(base: Path, workdir: Path, log: IO[bytes]) -> Iterator[str]:
+def start_modelserve(base: Path, workdir: Path, log: IO[bytes], flags: Sequence[str] = ()) -> Iterator[str]:
     """Run ``modelserve serve`` on an OS-assigned port; ready when its ready file appears; yields the URL."""
     ready = workdir / "ready.json"
     command = [
         venv_script("modelserve"), "serve", "--rest_api_port=8501", "--port=0", f"--model_name={MODEL_NAME}",
-        f"--model_base_path={base}", "--ephemeral_ports", f"--ready_file={ready}",
+        f"--model_base_path={base}", "--ephemeral_ports", f"--ready_file={ready}", *flags,
     ]  # fmt: skip
     with serving(OURS, command, ready, log) as port:
         yield f"http://127.0.0.1:{port}/v1/models/{MODEL_NAME}:predict"
@@ -346,7 +354,7 @@ def main() -> int:
         # Every server runs for the whole benchmark (idle ones cost nothing measurable), so each round can
         # measure all targets back to back.
         log = servers.enter_context(open(workdir / "modelserve.log", "wb"))
-        targets = {OURS: servers.enter_context(start_modelserve(base, workdir, log))}
+        targets = {OURS: servers.enter_context(start_modelserve(base, workdir, log, args.serve_flag))}
         for config in configs:
             log = servers.enter_context(open(workdir / f"coupled-{config[0]}x{config[1]}.log", "wb"))
             targets[coupled_name(config)] = servers.enter_context(start_coupled(model, config, log))

@@ -46,6 +46,10 @@ _HELP: dict[str, str] = {
     "monitoring_config_file": "MonitoringConfig in text protobuf format (Prometheus)",
     "max_request_body_bytes": "larger request bodies get HTTP 413 (ours)",
     "inline_inference_threshold_us": "model calls measured below this run on the event loop (ours)",
+    "reply_coalescing_us": (
+        "replies wait at most this long to be written together with the others one pass of the event loop "
+        "produces; 0 writes each at once (ours)"
+    ),
     "ready_file": "write {'rest_port','grpc_port','pid'} as JSON here once ready (ours)",
     "log_level": "debug, info, warning or error (ours)",
     "log_format": "text or json: one JSON object per log line (ours)",

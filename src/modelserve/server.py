@@ -415,7 +415,7 @@ class ModelServer:
             metrics=self.metrics,
             health=self.health,
         )
-        self._rest = HttpServer(handler)
+        self._rest = HttpServer(handler, reply_coalescing_seconds=self.options.reply_coalescing_us / 1e6)
         await self._rest.start(sock)
         bound: int = sock.getsockname()[1]
         return bound
@@ -436,6 +436,7 @@ class ModelServer:
             socket_path=self.options.grpc_socket_path,
             channel_arguments=self.options.grpc_channel_arguments,
             health_service=self.options.enable_grpc_healthcheck_service,
+            reply_coalescing_seconds=self.options.reply_coalescing_us / 1e6,
         )
         # Requests are counted only where they can be scraped (--monitoring_config_file).
         requests = self.metrics.requests if self.monitoring.prometheus_enabled else None

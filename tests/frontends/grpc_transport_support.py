@@ -64,10 +64,11 @@ def serve(
     options: list[tuple[str, Any]] | None = None,
     address: str = "127.0.0.1:0",
     setup: Callable[[GrpcHttp2Server], None] | None = None,
+    reply_coalescing_seconds: float = 0.001,
 ) -> Iterator[Served]:
     """A started server with ``handlers``; stopped (grace 0) and its loop closed afterwards."""
     loop = asyncio.new_event_loop()
-    server = GrpcHttp2Server(options=options or [])
+    server = GrpcHttp2Server(options=options or [], reply_coalescing_seconds=reply_coalescing_seconds)
     server.add_generic_rpc_handlers(handlers)
     if setup is not None:
         setup(server)

@@ -64,6 +64,7 @@ class ServerOptions:
     monitoring_config_file: str = ""
     enable_grpc_healthcheck_service: bool = True
     inline_inference_threshold_us: int = 500  # ours: cheaper model calls run on the event loop
+    reply_coalescing_us: int = 1000  # ours: replies wait up to this long to leave with the loop pass's others
     ready_file: str = ""  # ours: JSON with the bound ports, written once the server is ready
     ephemeral_ports: bool = False  # ours: bind OS-assigned ports (tests), reported in --ready_file
     log_level: str = "info"  # ours
@@ -86,6 +87,8 @@ class ServerOptions:
             raise InvalidArgument(
                 f"--max_request_body_bytes must be positive, got {self.max_request_body_bytes}"
             )
+        if self.reply_coalescing_us < 0:
+            raise InvalidArgument(f"--reply_coalescing_us must be >= 0, got {self.reply_coalescing_us}")
         if self.version_settle_seconds < 0:
             raise InvalidArgument(f"--version_settle_seconds must be >= 0, got {self.version_settle_seconds}")
         if self.num_request_iterations_for_warmup < 1:

@@ -33,6 +33,7 @@ from modelserve.core.inference import InferenceService
 from modelserve.errors import FailedPrecondition, InvalidArgument
 from modelserve.frontends.grpc.transport import SUPPORTED_OPTIONS, GrpcHttp2Server
 from modelserve.frontends.health import Health, health_of
+from modelserve.frontends.outbox import MAX_HOLD_SECONDS
 from modelserve.proto import POOL
 
 log = logging.getLogger("modelserve.grpc")
@@ -59,6 +60,7 @@ class GrpcSettings:
     channel_arguments: str = ""  # --grpc_channel_arguments
     health_service: bool = True  # --enable_grpc_healthcheck_service
     reflection: bool = True
+    reply_coalescing_seconds: float = MAX_HOLD_SECONDS  # --reply_coalescing_us (frontends.outbox)
 
 
 def parse_channel_arguments(text: str) -> dict[str, int | str]:
@@ -113,7 +115,9 @@ class GrpcServer:
                 ", ".join(sorted(SUPPORTED_OPTIONS)),
             )
         options = {**_DEFAULT_OPTIONS, **requested}
-        self._server = GrpcHttp2Server(options=list(options.items()))
+        self._server = GrpcHttp2Server(
+            options=list(options.items()), reply_coalescing_seconds=settings.reply_coalescing_seconds
+        )
         self.service_names: list[str] = []
         for register in registrars:
             self.service_names.extend(register(self._server, service))

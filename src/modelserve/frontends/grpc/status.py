@@ -15,19 +15,18 @@ shape, so the fast path never creates a coroutine, and `then` chains a step onto
 from __future__ import annotations
 
 import functools
-import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import grpc  # type: ignore[import-untyped]
 
 from modelserve.core.inference import ModelSpec
 from modelserve.core.manager import ModelManager
 from modelserve.errors import Code, ServingError
-from modelserve.frontends.grpc.transport import AbortError
+from modelserve.frontends.grpc.transport import AbortError, pending
 
 log = logging.getLogger("modelserve.grpc")
 
@@ -53,9 +52,9 @@ def deadline_seconds(context: Any, default: float | None) -> float | None:
 
 def then(value: A | Awaitable[A], step: Callable[[A], B]) -> B | Awaitable[B]:
     """``step(value)`` now when ``value`` is ready, else a coroutine that awaits it first."""
-    if inspect.isawaitable(value):
-        return _then(value, step)
-    return step(value)
+    if pending(value):
+        return _then(cast(Awaitable[A], value), step)
+    return step(cast(A, value))
 
 
 async def _then(value: Awaitable[A], step: Callable[[A], B]) -> B:
@@ -82,7 +81,7 @@ def at_edge(method: Method[Servicer]) -> Method[Servicer]:
             reply = method(self, request, context)
         except Exception as exc:
             _abort(exc, context, name)
-        if inspect.isawaitable(reply):
+        if pending(reply):
             return _awaited_at_edge(reply, context, name)
         return reply
 
@@ -125,7 +124,7 @@ def counted_at_edge(
             except BaseException:
                 _observe(requests, request, "", context, started)
                 raise
-            if inspect.isawaitable(reply):
+            if pending(reply):
                 return _counted(reply, requests, request, context, started)
             _observe(requests, request, version_of(reply), context, started, "OK")
             return reply

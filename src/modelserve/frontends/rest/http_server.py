@@ -5,6 +5,10 @@ scope and message dicts, two awaited sends) costs more than the model. Here a re
 synchronously (the handler ran the model inline) is parsed, answered and written inside one
 ``data_received`` call; only replies that wait on the inference threads become tasks.
 
+Replies are not written one by one: each connection holds what it has to send until the event loop has
+served every connection that was ready, then an ``Outbox`` writes them all (see ``frontends.outbox``: a
+client multiplexing many connections is woken once per pass instead of once per reply).
+
 Supported: keep-alive, pipelining (replies in request order), chunked request bodies, ``Expect:
 100-continue``, a body size limit enforced while reading (413, then the connection closes), idle keep-alive
 timeout, back-pressure (reading pauses while the client is not reading replies), graceful shutdown
@@ -29,6 +33,7 @@ import httptools
 
 from modelserve.codecs.tfserving_json import encode_error
 from modelserve.draining import drain_listener
+from modelserve.frontends.outbox import MAX_HOLD_SECONDS, Outbox
 from modelserve.frontends.rest.handler import (
     NO_HEADERS,
     PendingReply,
@@ -117,6 +122,8 @@ class HttpConnection(asyncio.Protocol):
         self._write_paused = False
         self._reading_paused = False
         self._expect_continue = False
+        self._held: list[bytes] = []  # replies written at the end of this pass of the loop (Outbox)
+        self._close_when_written = False
         self.last_activity = 0.0
 
     # -- asyncio.Protocol ------------------------------------------------------------------------
@@ -200,12 +207,8 @@ class HttpConnection(asyncio.Protocol):
         if self._expect_continue:
             self._expect_continue = False
             # Only when no earlier reply is pending, so the interim reply cannot overtake one.
-            if (
-                self._transport is not None
-                and not self._pipeline
-                and self._parser.get_http_version() == "1.1"
-            ):
-                self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            if not self._pipeline and self._parser.get_http_version() == "1.1":
+                self._send(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
         if self._stopped:
@@ -296,9 +299,26 @@ class HttpConnection(asyncio.Protocol):
             extra if keep_alive else b"connection: close\r\n",
             b"\r\n",
         )
-        transport.write(b"".join(head) if head_only else b"".join(head) + body)
+        self._send(b"".join(head) if head_only else b"".join(head) + body, close=not keep_alive)
         if not keep_alive:
             self._stopped = True
+
+    def _send(self, data: bytes, close: bool = False) -> None:
+        """Hold ``data`` until the loop's pass ends (``Outbox``); ``close``: close the connection after."""
+        first = not self._held
+        self._held.append(data)
+        if close:
+            self._close_when_written = True
+        if first:
+            self._server.outbox.hold(self)
+
+    def write_held(self) -> None:
+        held, self._held = self._held, []
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        transport.write(held[0] if len(held) == 1 else b"".join(held))
+        if self._close_when_written:
             transport.close()  # after the buffered replies are sent
 
     def _stop_with(self, reply: Reply) -> None:
@@ -344,7 +364,10 @@ class HttpConnection(asyncio.Protocol):
         """Graceful close: now if idle, else after the replies in flight are written."""
         self._closing = True
         if self.idle and self._transport is not None:
-            self._transport.close()
+            if self._held:
+                self._close_when_written = True
+            else:
+                self._transport.close()
 
     def abort(self) -> None:
         if self._transport is not None:
@@ -354,12 +377,18 @@ class HttpConnection(asyncio.Protocol):
 class HttpServer:
     """Accepts connections on one listening socket and serves them with ``handler``."""
 
-    def __init__(self, handler: RestHandler, keepalive_timeout: float = 75.0) -> None:
+    def __init__(
+        self,
+        handler: RestHandler,
+        keepalive_timeout: float = 75.0,
+        reply_coalescing_seconds: float = MAX_HOLD_SECONDS,
+    ) -> None:
         self.handler = handler
         self.keepalive_timeout = keepalive_timeout
         self.connections: set[HttpConnection] = set()
         self.tasks: set[asyncio.Task[Reply]] = set()
         self.clock = _Clock()
+        self.outbox = Outbox(reply_coalescing_seconds)
         self._server: asyncio.AbstractServer | None = None
         self._sock: socket.socket | None = None
         self._sweeper: asyncio.Task[None] | None = None

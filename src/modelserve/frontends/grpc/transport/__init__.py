@@ -10,7 +10,8 @@ Modules: ``frames`` (HTTP/2 frame encoding), ``wire`` (gRPC headers, status, tim
 handlers), ``connection`` (the protocol), ``server`` (``GrpcHttp2Server``).
 """
 
+from modelserve.frontends.grpc.transport.calls import pending
 from modelserve.frontends.grpc.transport.context import AbortError, ServicerContext
 from modelserve.frontends.grpc.transport.server import SUPPORTED_OPTIONS, GrpcHttp2Server
 
-__all__ = ["SUPPORTED_OPTIONS", "AbortError", "GrpcHttp2Server", "ServicerContext"]
+__all__ = ["SUPPORTED_OPTIONS", "AbortError", "GrpcHttp2Server", "ServicerContext", "pending"]

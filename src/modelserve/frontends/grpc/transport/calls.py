@@ -86,19 +86,24 @@ def _call(connection: Http2Connection, stream: Stream, request: Any) -> None:
     except Exception as exc:
         fail(connection, stream, context, exc)
         return
-    kind = type(result)
-    if streaming or kind is CoroutineType or (kind not in _PLAIN_TYPES and _awaitable(result)):
+    if streaming or pending(result):
         # The deadline timer is armed by the connection after this read.
         stream.task = connection.loop.create_task(_run(connection, stream, context, result, streaming))
     else:
         finish_unary(connection, stream, context, result)
 
 
-def _awaitable(result: Any) -> bool:
+def pending(result: object) -> bool:
+    """Whether a sync-first handler returned something to await (else it is the reply itself)."""
+    kind = type(result)
+    if kind is CoroutineType:
+        return True
+    if kind in _PLAIN_TYPES:
+        return False
     if isinstance(result, Awaitable):
         return True
     if len(_PLAIN_TYPES) < _PLAIN_TYPES_LIMIT:
-        _PLAIN_TYPES.add(type(result))
+        _PLAIN_TYPES.add(kind)
     return False
 
 

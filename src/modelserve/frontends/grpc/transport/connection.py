@@ -1,9 +1,11 @@
 """One client connection: an asyncio Protocol that parses HTTP/2 frames and runs gRPC calls.
 
-Fast path: a unary call whose handler returns its response synchronously is decoded, run, answered and
-written inside the ``data_received`` call that completed its request; every reply produced by one
-``data_received`` leaves in one ``transport.write``. Handlers that return an awaitable (and every streaming
-call) run as tasks; their output is batched with ``call_soon``.
+Fast path: a unary call whose handler returns its response synchronously is decoded, run and answered
+inside the ``data_received`` call that completed its request. What a connection has to send is queued in
+``_out`` and written in one ``transport.write`` when the event loop's pass over the ready connections ends
+(the server's ``Outbox``, see ``frontends.outbox``), together with what the pass produced for every other
+connection. Handlers that return an awaitable (and every streaming call) run as tasks; their output leaves
+the same way.
 
 Flow control: we advertise large receive windows and return credit as DATA arrives (for streaming
 requests, as the handler reads, so a slow reader holds the client back). We respect the peer's windows and
@@ -240,7 +242,8 @@ class Http2Connection(asyncio.Protocol):
             self._receiving = False
             if self._unarmed:
                 self._arm_deadlines()
-            self._flush()
+            if self._out or self._closing:
+                self.flush_soon()
 
     def eof_received(self) -> bool | None:
         return None
@@ -572,10 +575,14 @@ class Http2Connection(asyncio.Protocol):
     # -- sending ---------------------------------------------------------------------------------
 
     def flush_soon(self) -> None:
-        """Write what is queued at the end of this loop iteration (now, when inside data_received)."""
+        """Write what is queued when this pass of the event loop ends (after data_received, if inside it)."""
         if not self._receiving and not self._flush_scheduled:
             self._flush_scheduled = True
-            self.loop.call_soon(self._flush)
+            self.server.outbox.hold(self)
+
+    def write_held(self) -> None:
+        """The ``Outbox`` writes what this connection queued."""
+        self._flush()
 
     def _flush(self) -> None:
         self._flush_scheduled = False

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from modelserve.frontends.grpc.transport.connection import Http2Connection, initial_frames
+from modelserve.frontends.outbox import MAX_HOLD_SECONDS, Outbox
 
 log = logging.getLogger("modelserve.grpc.transport")
 
@@ -47,7 +48,9 @@ SUPPORTED_OPTIONS = frozenset(
 class GrpcHttp2Server:
     """A gRPC server on the running asyncio event loop (uvloop or asyncio)."""
 
-    def __init__(self, options: Sequence[tuple[str, Any]] = ()) -> None:
+    def __init__(
+        self, options: Sequence[tuple[str, Any]] = (), reply_coalescing_seconds: float = MAX_HOLD_SECONDS
+    ) -> None:
         self.max_receive_message_length = _DEFAULT_MAX_RECEIVE
         self.max_send_message_length = _UNLIMITED
         self.max_concurrent_streams = _DEFAULT_MAX_STREAMS
@@ -62,6 +65,7 @@ class GrpcHttp2Server:
             else:
                 log.debug("gRPC server option %s is not used by this transport", key)
         self.initial_frames = initial_frames(self.max_concurrent_streams)
+        self.outbox = Outbox(reply_coalescing_seconds)  # what every connection writes, once per loop pass
         self._registered: dict[str, Any] = {}
         self._generic: list[Any] = []
         self._routes: dict[bytes, Any] = {}
