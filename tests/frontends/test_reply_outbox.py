@@ -13,7 +13,6 @@ from typing import Any
 
 import grpc  # type: ignore[import-untyped]
 import pytest
-import requests
 from grpc_transport_support import serve  # type: ignore[import-not-found]
 from test_http_server import post, read_response  # type: ignore[import-not-found]
 
@@ -88,6 +87,34 @@ def test_one_failing_connection_does_not_strand_the_others(caplog: pytest.LogCap
     assert "writing the held replies of a connection failed" in caplog.text
 
 
+def test_a_hold_after_an_early_flush_is_written_at_the_end_of_the_same_pass() -> None:
+    async def scenario() -> list[str]:
+        outbox, log = Outbox(max_hold=0.01), []
+        outbox.hold(Recorder("a", log))
+        time.sleep(0.02)
+        outbox.hold(Recorder("b", log))  # past the bound: a and b written now
+        outbox.hold(Recorder("c", log))  # held again, in the same pass
+        assert log == ["write a", "write b"]
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        return log
+
+    assert asyncio.run(scenario()) == ["write a", "write b", "write c"]
+
+
+def test_a_read_after_max_hold_writes_what_the_pass_held() -> None:
+    async def scenario() -> tuple[list[str], list[str]]:
+        outbox, log = Outbox(max_hold=0.01), []
+        outbox.hold(Recorder("a", log))
+        outbox.flush_if_overdue(time.monotonic())  # within the bound: still held
+        held = list(log)
+        time.sleep(0.02)  # another connection's request ran long
+        outbox.flush_if_overdue(time.monotonic())
+        return held, list(log)
+
+    assert asyncio.run(scenario()) == ([], ["write a"])
+
+
 def test_max_hold_zero_writes_at_once() -> None:
     async def scenario() -> list[str]:
         outbox, log = Outbox(max_hold=0), []
@@ -115,19 +142,17 @@ def rest_server(request: pytest.FixtureRequest, start_module_server: Any, tiny_r
 
 def test_100_continue_follows_the_reply_held_before_it(rest_server: Any) -> None:
     """A complete request and, in the same packet, the head of one that expects 100-continue: the
-    interim response must not overtake the first request's reply, which is still held. (A warm model runs
-    inline, so that reply is ready, not pending, when the second head is read: the 100 is sent.)"""
-    warm = requests.post(f"{rest_server.url}/v1/models/tiny:predict", data=ROW, timeout=10)
-    assert warm.status_code == 200
+    interim response must not overtake the first request's reply, which is still held. (The first is
+    answered synchronously, so no reply is pending when the second head is read: the 100 is sent.)"""
     second_head = (
         "POST /v1/models/tiny:predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
         f"Content-Length: {len(ROW)}\r\nExpect: 100-continue\r\n\r\n"
     ).encode()
     with socket.create_connection(("127.0.0.1", rest_server.rest_port), timeout=10) as sock:
-        sock.sendall(post("/v1/models/tiny:predict", ROW) + second_head)
+        sock.sendall(b"GET /v1/models/missing HTTP/1.1\r\nHost: x\r\n\r\n" + second_head)
         buffer = bytearray()
         status, _, body = read_response(sock, buffer)
-        assert status == 200 and len(json.loads(body)["predictions"][0]) == 10
+        assert status == 404 and "missing" in json.loads(body)["error"]
         status, _, _ = read_response(sock, buffer)
         assert status == 100
         sock.sendall(ROW)
@@ -173,6 +198,44 @@ def test_a_closing_reply_is_written_before_the_connection_closes(rest_server: An
     head, _, body = received.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200") and b"connection: close" in head
     assert len(json.loads(body)["predictions"][0]) == 10
+
+
+def test_a_client_that_half_closes_after_its_request_gets_the_reply(rest_server: Any) -> None:
+    with socket.create_connection(("127.0.0.1", rest_server.rest_port), timeout=10) as sock:
+        sock.sendall(post("/v1/models/tiny:predict", ROW) + post("/v1/models/tiny:predict", ROW))
+        sock.shutdown(socket.SHUT_WR)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    buffer = bytearray(received)
+    replies = []
+    while buffer:
+        status, _, body = read_response(sock, buffer)
+        replies.append((status, len(json.loads(body)["predictions"][0])))
+    assert replies == [(200, 10), (200, 10)]
+
+
+def test_nothing_is_answered_after_a_connection_close_reply(start_server: Any, tiny_repo: Path) -> None:
+    """A request runs on the inference threads (threshold 0), so the next two wait in the pipeline behind it:
+    the second asks to close, and the third must get no reply (RFC 9112 9.6)."""
+    server = start_server(
+        "--model_name=tiny", f"--model_base_path={tiny_repo}", "--port=0", "--inline_inference_threshold_us=0"
+    )
+    with socket.create_connection(("127.0.0.1", server.rest_port), timeout=10) as sock:
+        sock.sendall(
+            post("/v1/models/tiny:predict", ROW)
+            + b"GET /v1/models/tiny HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            + b"GET /v1/models/missing HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    buffer = bytearray(received)
+    status, _, body = read_response(sock, buffer)
+    assert status == 200 and len(json.loads(body)["predictions"][0]) == 10
+    status, headers, body = read_response(sock, buffer)
+    assert status == 200 and headers["connection"] == "close" and b"model_version_status" in body
+    assert bytes(buffer) == b""
 
 
 # -- gRPC transport ----------------------------------------------------------------------------------------

@@ -124,6 +124,7 @@ class HttpConnection(asyncio.Protocol):
         self._expect_continue = False
         self._held: list[bytes] = []  # replies written at the end of this pass of the loop (Outbox)
         self._close_when_written = False
+        self._closed_by_reply = False  # a reply said connection: close: nothing may follow it
         self.last_activity = 0.0
 
     # -- asyncio.Protocol ------------------------------------------------------------------------
@@ -145,7 +146,8 @@ class HttpConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._stopped:
             return
-        self.last_activity = time.monotonic()
+        self.last_activity = now = time.monotonic()
+        self._server.outbox.flush_if_overdue(now)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -153,6 +155,14 @@ class HttpConnection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             if not self._stopped:
                 self._stop_with((400, encode_error(f"Malformed HTTP request: {exc}")))
+
+    def eof_received(self) -> bool | None:
+        """The client half-closed: answer what it asked (replies pending or held), then close."""
+        if self._pipeline or self._held:
+            self._in_message = False  # half a request is all it will ever send
+            self.close_when_idle()
+            return True  # keep the transport open for the replies; closed after the last one
+        return None
 
     def pause_writing(self) -> None:
         self._write_paused = True
@@ -278,7 +288,7 @@ class HttpConnection(asyncio.Protocol):
 
     def _write(self, reply: Reply, keep_alive: bool, head_only: bool = False, extra: bytes = b"") -> None:
         transport = self._transport
-        if transport is None or transport.is_closing():
+        if transport is None or transport.is_closing() or self._closed_by_reply:
             return
         if len(reply) == 2:
             status, body = reply
@@ -302,6 +312,7 @@ class HttpConnection(asyncio.Protocol):
         self._send(b"".join(head) if head_only else b"".join(head) + body, close=not keep_alive)
         if not keep_alive:
             self._stopped = True
+            self._closed_by_reply = True
 
     def _send(self, data: bytes, close: bool = False) -> None:
         """Hold ``data`` until the loop's pass ends (``Outbox``); ``close``: close the connection after."""

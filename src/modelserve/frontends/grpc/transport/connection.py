@@ -24,6 +24,7 @@ import contextlib
 import inspect
 import logging
 import socket
+import time
 from collections import deque
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, cast
@@ -210,6 +211,9 @@ class Http2Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._closed or self._closing:
             return
+        outbox = self.server.outbox
+        if outbox.coalescing:
+            outbox.flush_if_overdue(time.monotonic())
         if self._buffer:
             data = self._buffer + data
             self._buffer = b""
@@ -242,7 +246,9 @@ class Http2Connection(asyncio.Protocol):
             self._receiving = False
             if self._unarmed:
                 self._arm_deadlines()
-            if self._out or self._closing:
+            if not outbox.coalescing:
+                self._flush()
+            elif self._out or self._closing:
                 self.flush_soon()
 
     def eof_received(self) -> bool | None:
@@ -578,7 +584,10 @@ class Http2Connection(asyncio.Protocol):
         """Write what is queued when this pass of the event loop ends (after data_received, if inside it)."""
         if not self._receiving and not self._flush_scheduled:
             self._flush_scheduled = True
-            self.server.outbox.hold(self)
+            if self.server.outbox.coalescing:
+                self.server.outbox.hold(self)
+            else:  # still one write per loop iteration for what tasks produce
+                self.loop.call_soon(self._flush)
 
     def write_held(self) -> None:
         """The ``Outbox`` writes what this connection queued."""
@@ -589,9 +598,11 @@ class Http2Connection(asyncio.Protocol):
         out = self._out
         transport = self._transport
         if out:
-            if transport is not None and not self._closed:
-                transport.write(out[0] if len(out) == 1 else b"".join(out))
-            out.clear()
+            try:
+                if transport is not None and not self._closed:
+                    transport.write(out[0] if len(out) == 1 else b"".join(out))
+            finally:
+                out.clear()
         if self._closing and transport is not None and not self._closed:
             transport.close()
 
