@@ -147,7 +147,10 @@ class HttpConnection(asyncio.Protocol):
         if self._stopped:
             return
         self.last_activity = now = time.monotonic()
-        self._server.outbox.flush_if_overdue(now)
+        self._server.outbox.flush_if_overdue(now)  # may close this connection (idle close in this pass)
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -244,6 +247,8 @@ class HttpConnection(asyncio.Protocol):
         path = raw_path.decode("utf-8", "replace")
         if "%" in path:
             path = unquote(path)
+        if not keep_alive:
+            self._stopped = True  # its reply closes the connection: requests after it are not run (RFC 9112)
         if method == "OPTIONS" and self._handler.settings.cors:
             self._enqueue((204, b""), keep_alive, False, extra)
             return
