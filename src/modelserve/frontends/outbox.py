@@ -63,8 +63,8 @@ class Outbox:
                 loop.call_soon(self._end_of_pass)
                 self._scheduled = True
         held.append(holder)
-        if len(held) > 1 and time.monotonic() - self._since > self._max_hold:
-            self.flush()
+        if len(held) > 1:
+            self.flush_if_overdue(time.monotonic())
 
     @property
     def coalescing(self) -> bool:

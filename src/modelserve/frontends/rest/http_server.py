@@ -124,7 +124,6 @@ class HttpConnection(asyncio.Protocol):
         self._expect_continue = False
         self._held: list[bytes] = []  # replies written at the end of this pass of the loop (Outbox)
         self._close_when_written = False
-        self._closed_by_reply = False  # a reply said connection: close: nothing may follow it
         self.last_activity = 0.0
 
     # -- asyncio.Protocol ------------------------------------------------------------------------
@@ -293,7 +292,7 @@ class HttpConnection(asyncio.Protocol):
 
     def _write(self, reply: Reply, keep_alive: bool, head_only: bool = False, extra: bytes = b"") -> None:
         transport = self._transport
-        if transport is None or transport.is_closing() or self._closed_by_reply:
+        if transport is None or transport.is_closing():
             return
         if len(reply) == 2:
             status, body = reply
@@ -317,7 +316,6 @@ class HttpConnection(asyncio.Protocol):
         self._send(b"".join(head) if head_only else b"".join(head) + body, close=not keep_alive)
         if not keep_alive:
             self._stopped = True
-            self._closed_by_reply = True
 
     def _send(self, data: bytes, close: bool = False) -> None:
         """Hold ``data`` until the loop's pass ends (``Outbox``); ``close``: close the connection after."""
