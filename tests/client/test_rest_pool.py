@@ -1,0 +1,175 @@
+"""The sync REST client's connection pool: how many connections it opens, keeps and lends, and to whom.
+
+Connections are counted from the operating system's side (psutil: this process's ESTABLISHED TCP
+connections to the server's port), not from the client's bookkeeping.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+import numpy as np
+import psutil
+import pytest
+
+from modelserve.client import Client, ModelServerError
+from modelserve.errors import Code
+
+ROWS = np.ones((2, 64), np.float32)
+
+
+def open_connections(port: int) -> int:
+    """This process's established TCP connections to ``port`` on loopback."""
+    process = psutil.Process()
+    listing = getattr(process, "net_connections", None) or process.connections
+    return sum(
+        1
+        for conn in listing(kind="tcp")
+        if conn.raddr and conn.raddr.port == port and conn.status == psutil.CONN_ESTABLISHED
+    )
+
+
+def server_port(server_url: Any) -> int:
+    return int(server_url("rest").rsplit(":", 1)[1])
+
+
+def hammer(client: Client, threads: int, calls: int) -> None:
+    def work(_: int) -> None:
+        for _ in range(calls):
+            client.predict("tiny", {"x": ROWS})
+
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(work, range(threads)))
+
+
+@pytest.fixture
+def peak_connections(server_url: Any) -> Iterator[list[int]]:
+    """Samples the open connections to the server every millisecond; yields a list holding the peak."""
+    port = server_port(server_url)
+    peak = [0]
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], open_connections(port))
+            time.sleep(0.001)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    yield peak
+    stop.set()
+    sampler.join()
+
+
+def test_threads_never_use_one_httpx_pool_at_the_same_time(
+    server_url: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The invariant that rules out httpcore's cross-thread pool race (encode/httpcore#1110), where one
+    thread's pool pass closes a connection another thread is reading (EBADF): each httpx client is used by
+    one thread at a time, and there are at most ``max_connections`` of them."""
+    in_flight: Counter[int] = Counter()
+    peak: Counter[int] = Counter()
+    lock = threading.Lock()
+    send = httpx.Client.send
+
+    def counting_send(self: httpx.Client, *args: Any, **kwargs: Any) -> httpx.Response:
+        with lock:
+            in_flight[id(self)] += 1
+            peak[id(self)] = max(peak[id(self)], in_flight[id(self)])
+        try:
+            return send(self, *args, **kwargs)
+        finally:
+            with lock:
+                in_flight[id(self)] -= 1
+
+    monkeypatch.setattr(httpx.Client, "send", counting_send)
+    with Client(server_url("rest"), max_connections=4) as client:
+        hammer(client, threads=16, calls=10)
+    assert peak, "no call went through httpx.Client.send"
+    assert max(peak.values()) == 1, f"a client served {max(peak.values())} threads at once"
+    assert len(peak) <= 4
+
+
+def test_at_most_max_connections_are_open_and_idle_ones_are_kept(
+    server_url: Any, peak_connections: list[int]
+) -> None:
+    port = server_port(server_url)
+    with Client(server_url("rest"), max_connections=3) as client:
+        hammer(client, threads=12, calls=15)
+        kept = open_connections(port)
+        # Kept alive: more calls open no new connection.
+        hammer(client, threads=3, calls=5)
+        assert open_connections(port) == kept
+    assert 1 <= kept <= 3
+    assert 1 <= peak_connections[0] <= 3
+    deadline = time.monotonic() + 5
+    while open_connections(port) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert open_connections(port) == 0, "close() left connections open"
+
+
+def test_max_keepalive_connections_bounds_the_idle_ones(server_url: Any) -> None:
+    port = server_port(server_url)
+    with Client(server_url("rest"), max_connections=4, max_keepalive_connections=1) as client:
+        hammer(client, threads=8, calls=10)
+        assert open_connections(port) <= 1
+        assert client.predict("tiny", {"x": ROWS})["y"].shape == (2, 10)
+
+
+def test_no_keepalive_closes_every_connection_after_its_call(server_url: Any) -> None:
+    port = server_port(server_url)
+    with Client(server_url("rest"), max_connections=2, max_keepalive_connections=0) as client:
+        hammer(client, threads=4, calls=5)
+        assert open_connections(port) == 0
+
+
+@pytest.fixture
+def silent_server() -> Iterator[str]:
+    """A TCP listener that accepts connections and never answers: every call on it stays busy."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.05)
+        while not stop.is_set():
+            try:
+                accepted.append(listener.accept()[0])
+            except TimeoutError:
+                continue
+
+    acceptor = threading.Thread(target=accept, daemon=True)
+    acceptor.start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    stop.set()
+    acceptor.join()
+    for conn in accepted:
+        conn.close()
+    listener.close()
+
+
+def test_a_call_waiting_for_a_busy_pool_times_out_with_deadline_exceeded(silent_server: str) -> None:
+    with Client(silent_server, max_connections=1) as client:
+
+        def hold() -> None:
+            with pytest.raises(ModelServerError):
+                client.predict("tiny", {"x": ROWS}, timeout=2)
+
+        holder = threading.Thread(target=hold)
+        holder.start()
+        time.sleep(0.2)  # the holder has the only connection
+        started = time.monotonic()
+        with pytest.raises(ModelServerError) as caught:
+            client.predict("tiny", {"x": ROWS}, timeout=0.3)
+        waited = time.monotonic() - started
+        holder.join()
+    assert caught.value.code == Code.DEADLINE_EXCEEDED
+    assert "all 1 connections stayed busy" in str(caught.value)
+    assert 0.25 <= waited < 1.5
