@@ -173,3 +173,29 @@ def test_a_call_waiting_for_a_busy_pool_times_out_with_deadline_exceeded(silent_
     assert caught.value.code == Code.DEADLINE_EXCEEDED
     assert "all 1 connections stayed busy" in str(caught.value)
     assert 0.25 <= waited < 1.5
+
+
+def test_closing_the_client_wakes_a_call_waiting_for_a_connection(silent_server: str) -> None:
+    client = Client(silent_server, max_connections=1)
+    outcome: dict[str, BaseException] = {}
+
+    def call(name: str, timeout: float | None) -> None:
+        try:
+            client.predict("tiny", {"x": ROWS}, timeout=timeout)
+        except BaseException as error:  # recorded for the assertions below
+            outcome[name] = error
+
+    holder = threading.Thread(target=call, args=("holder", 2.0))
+    holder.start()
+    time.sleep(0.2)  # the holder has the only connection
+    waiter = threading.Thread(target=call, args=("waiter", None))
+    waiter.start()
+    time.sleep(0.2)  # the waiter waits for it, with no timeout
+    client.close()
+    waiter.join(timeout=1)
+    assert not waiter.is_alive(), "close() left a waiting call blocked"
+    holder.join()
+    assert isinstance(outcome["waiter"], RuntimeError)
+    assert "closed" in str(outcome["waiter"])
+    assert isinstance(outcome["holder"], ModelServerError)
+    assert outcome["holder"].code == Code.DEADLINE_EXCEEDED

@@ -88,7 +88,7 @@ class _Lender:
         with self._returned:
             while True:
                 if self._closed:
-                    raise httpx.PoolTimeout("the client is closed")
+                    raise RuntimeError("the client is closed")
                 if self._idle:
                     return self._idle.pop()
                 if self._made < self._settings.max_connections:
