@@ -6,10 +6,17 @@ import httpx
 import pytest
 
 from modelserve.client import ModelServerError, ModelStatus
+from modelserve.client.http_pool import ClosedBeforeReply, ConnectFailed
 from modelserve.client.metadata import VersionStatus
 from modelserve.errors import Code
 from modelserve.gateway.http_errors import STATUS_BY_CODE, http_status
-from modelserve.gateway.upstream import backoff, is_connection_error, memory_document, readiness
+from modelserve.gateway.upstream import (
+    backoff,
+    closed_before_reply,
+    is_connection_error,
+    memory_document,
+    readiness,
+)
 
 
 def failure(
@@ -24,6 +31,8 @@ def failure(
     ("error", "retried"),
     [
         (failure(Code.UNAVAILABLE, cause=httpx.ConnectError("refused")), True),  # REST: nothing was sent
+        (failure(Code.UNAVAILABLE, cause=ConnectFailed("refused")), True),  # the same, from the sync client
+        (failure(Code.UNAVAILABLE, cause=ClosedBeforeReply("reset")), False),  # sent: retried as stale only
         # gRPC: never connected (grpcio's wording) vs a stream cut after sending, or the server's own answer.
         (
             failure(
@@ -43,6 +52,20 @@ def failure(
 )
 def test_only_undelivered_calls_are_retried(error: ModelServerError, retried: bool) -> None:
     assert is_connection_error(error) is retried
+
+
+@pytest.mark.parametrize(
+    ("cause", "stale"),
+    [
+        (ClosedBeforeReply("RemoteDisconnected: Remote end closed connection without response"), True),
+        (httpx.RemoteProtocolError("Server disconnected without sending a response."), True),
+        (httpx.ReadError("reset"), False),  # no reset underneath: unknown
+        (ConnectionResetError("reset inside the body"), False),  # the sync client after the head: final
+        (ConnectFailed("refused"), False),  # never sent: a connection error, not a stale one
+    ],
+)
+def test_which_failures_are_a_connection_closed_before_the_reply(cause: BaseException, stale: bool) -> None:
+    assert closed_before_reply(failure(Code.UNAVAILABLE, cause=cause)) is stale
 
 
 def test_backoff_doubles_up_to_a_second() -> None:

@@ -2,13 +2,14 @@
 
 `Upstream` (blocking: the sync, gthread and gevent workers) and `AsyncUpstream` (the asyncio worker)
 execute the operations a plan asks for (`pipeline.Op`). Each worker makes its own in ``post_worker_init``,
-and the client opens its connections (an httpx pool, or one gRPC channel) on first use, so nothing made
+and the client opens its connections (its REST pool, or one gRPC channel) on first use, so nothing made
 in the Gunicorn master is ever shared across ``fork``.
 
 A predict is sent again, at most ``retries`` times with a short backoff, only when it did not reach the
 model server:
 
-- REST: the connection could not be opened (``httpx.ConnectError``: refused, unreachable); nothing was sent.
+- REST: the connection could not be opened (refused, unreachable; ``ConnectFailed`` from the sync client's
+  pool, ``httpx.ConnectError`` from the asyncio client's); nothing was sent.
 - gRPC: UNAVAILABLE because the channel could not connect. gRPC also says UNAVAILABLE for a stream cut
   after the request was sent and the model server for its own "shutting down": those may have run the
   model, so they are final.
@@ -20,7 +21,7 @@ reached a handler; the next attempt opens a fresh connection. But the same error
 the model server died while running the request (killed, out of memory), so this retry treats a predict as
 idempotent and may run it twice: ``--retries 0`` turns it off. (httpx reports a connection closed after
 part of a head like one closed before any byte; our model server writes a head and its body in one write,
-so only a reply cut inside its body is final here.)
+so only a reply cut inside its body is final here. The sync client's pool says ``ClosedBeforeReply``.)
 
 A timeout, or any answer from the model server, is final. Readiness probes and the memory fetch are never
 retried: a probe must answer quickly, and the caller asks again.
@@ -37,6 +38,7 @@ import numpy as np
 import orjson
 
 from modelserve.client import AsyncClient, Client, ModelServerError, ModelStatus
+from modelserve.client.http_pool import ClosedBeforeReply, ConnectFailed
 from modelserve.errors import Code
 from modelserve.gateway.handler import ModelCall
 from modelserve.gateway.options import GatewayOptions
@@ -72,7 +74,7 @@ def is_connection_error(error: ModelServerError) -> bool:
         return False
     cause = error.__cause__
     if cause is not None:
-        return isinstance(cause, httpx.ConnectError)  # REST: the connection was never opened
+        return isinstance(cause, ConnectFailed | httpx.ConnectError)  # REST: the connection was never opened
     # gRPC says UNAVAILABLE for a connection never made, but also for a stream cut after the request was
     # sent and for the server's own "shutting down": only the first is safe to send again.
     return any(marker in error.message.lower() for marker in _GRPC_NOT_CONNECTED)
@@ -85,6 +87,8 @@ def closed_before_reply(error: ModelServerError) -> bool:
     """Whether a REST call failed on a connection the server closed before replying (see the module doc):
     the connection ended (EOF) or was reset before the response's head."""
     cause = error.__cause__
+    if isinstance(cause, ClosedBeforeReply):
+        return True
     if isinstance(cause, httpx.RemoteProtocolError):
         return _NO_REPLY in str(cause)
     if isinstance(cause, httpx.ReadError | httpx.WriteError):

@@ -1,0 +1,188 @@
+"""The sync REST client's connections: keep-alive HTTP/1.1 (``http.client``), each lent to one thread.
+
+Why ``http.client`` and not ``httpx.Client`` for the blocking client: a model server call is one small
+request and one reply on a trusted backend connection, and httpx spends ~370 µs of CPU per call on it
+against ~85 µs for ``http.client`` (measured on the tiny model, loopback, 2 cores). That CPU is taken
+from the web worker's own pre- and post-processing. And one ``httpx.Client`` shared by threads is unsafe
+under load: httpcore 1.0's pool runs its bookkeeping in whichever thread calls, and can close a
+connection another thread has just been handed (encode/httpcore#1110), which then fails with
+``[Errno 9] Bad file descriptor``. Here a connection belongs to exactly one caller between `borrow` and
+`give_back`, so nothing else ever touches it mid-call.
+
+Limits mirror httpx's: at most ``max_connections`` open, a caller beyond that waits (up to its timeout),
+at most ``max_keepalive_connections`` idle ones kept, each for ``keepalive_expiry`` seconds. An idle
+connection that the server closed (its socket reads as ready) is replaced before it is used.
+"""
+
+from __future__ import annotations
+
+import http.client
+import select
+import socket
+import ssl
+import threading
+import time
+from urllib.parse import urlsplit
+
+from modelserve.client.settings import Settings
+
+
+class PoolTimeout(TimeoutError):
+    """Every connection stayed busy for the whole timeout."""
+
+
+class ConnectFailed(ConnectionError):
+    """The connection could not be opened (refused, unreachable, unresolvable): nothing was sent."""
+
+
+class ClosedBeforeReply(ConnectionError):
+    """The server closed or reset the connection before any byte of the reply: usually an idle keep-alive
+    connection it closed as the request went out, which then never reached a handler."""
+
+
+class Connection:
+    """One keep-alive connection to the server; connects on first use and again after a close."""
+
+    def __init__(self, conn: http.client.HTTPConnection, connect_timeout: float) -> None:
+        self._http = conn
+        self._connect_timeout = connect_timeout
+        self.idle_since = time.monotonic()
+
+    def exchange(
+        self, method: str, path: str, body: bytes, headers: dict[str, str], timeout: float | None
+    ) -> tuple[int, dict[str, str], bytes]:
+        """Send one request and read its whole reply: (status, headers by lower-case name, body).
+
+        ``timeout`` bounds connecting (with the connect timeout), each write and each read. Any failure
+        closes the connection, whose state is then unknown; the caller sees the exception.
+        """
+        conn = self._http
+        try:
+            if conn.sock is None:
+                connect = self._connect_timeout
+                conn.timeout = connect if timeout is None else min(timeout, connect)
+                try:
+                    conn.connect()
+                except TimeoutError:
+                    raise
+                except OSError as error:
+                    raise ConnectFailed(f"{type(error).__name__}: {error}") from error
+            conn.sock.settimeout(timeout)
+            try:
+                conn.request(method, path, body or None, headers)
+                response = conn.getresponse()
+            except (ConnectionResetError, BrokenPipeError) as error:  # RemoteDisconnected is a reset
+                raise ClosedBeforeReply(f"{type(error).__name__}: {error}") from error
+            data = response.read()  # after "connection: close", http.client has closed the socket
+        except BaseException:
+            conn.close()
+            raise
+        return response.status, {name.lower(): value for name, value in response.getheaders()}, data
+
+    def reusable(self, expiry: float | None) -> bool:
+        """Whether an idle connection can carry the next request: not past its keep-alive expiry, and not
+        closed by the server (an idle HTTP/1.1 connection with something to read can only be at EOF)."""
+        sock = self._http.sock
+        if sock is None:
+            return True  # closed: the next exchange connects afresh
+        if expiry is not None and time.monotonic() - self.idle_since > expiry:
+            return False
+        return not _readable(sock)
+
+    def close(self) -> None:
+        self._http.close()
+
+
+def _readable(sock: socket.socket) -> bool:
+    # poll(0) has no FD_SETSIZE limit; gevent removes select.poll when it patches, and select(0) then
+    # returns at once all the same.
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        return bool(poller.poll(0))
+    return bool(select.select([sock], [], [], 0)[0])
+
+
+class ConnectionPool:
+    """Up to ``max_connections`` connections to one server, each lent to one caller at a time.
+
+    A caller gets the most recently returned connection (the warmest), or a new one while fewer than
+    ``max_connections`` exist, or waits for one to come back.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        parts = urlsplit(settings.target)
+        self.base_path = parts.path.rstrip("/")
+        self._host = parts.hostname or ""
+        self._port = parts.port
+        self._secure = settings.secure
+        self._tls = ssl.create_default_context() if settings.secure else None
+        self._settings = settings
+        self._keepalive = settings.max_connections
+        if settings.max_keepalive_connections is not None:
+            self._keepalive = settings.max_keepalive_connections
+        self._idle: list[Connection] = []
+        self._made = 0  # connections idle or lent
+        self._returned = threading.Condition()
+        self._closed = False
+
+    def borrow(self, timeout: float | None) -> Connection:
+        """A connection for one call; PoolTimeout if none frees up within ``timeout`` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        stale: list[Connection] = []
+        try:
+            with self._returned:
+                while True:
+                    if self._closed:
+                        raise RuntimeError("the client is closed")
+                    if self._idle:
+                        connection = self._idle.pop()
+                        if connection.reusable(self._settings.keepalive_expiry):
+                            return connection
+                        stale.append(connection)  # closed outside the lock; a fresh one takes its place
+                        return self._new_connection()
+                    if self._made < self._settings.max_connections:
+                        self._made += 1
+                        return self._new_connection()
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if left is not None and left <= 0:
+                        raise PoolTimeout(
+                            f"all {self._settings.max_connections} connections stayed busy for {timeout} s"
+                        )
+                    self._returned.wait(left)
+        finally:
+            for connection in stale:
+                connection.close()
+
+    def give_back(self, connection: Connection) -> None:
+        """Return a connection after its call; beyond the keep-alive limit (or once closed) it is closed."""
+        connection.idle_since = time.monotonic()
+        with self._returned:
+            keep = not self._closed and len(self._idle) < self._keepalive
+            if keep:
+                self._idle.append(connection)
+            else:
+                self._made -= 1
+            self._returned.notify()
+        if not keep:
+            connection.close()
+
+    def close(self) -> None:
+        """Close the idle connections now and the lent ones as they come back; wake every waiter."""
+        with self._returned:
+            self._closed = True
+            idle, self._idle = self._idle, []
+            self._made -= len(idle)
+            self._returned.notify_all()
+        for connection in idle:
+            connection.close()
+
+    def _new_connection(self) -> Connection:
+        # Nothing is connected here (that happens in the caller's exchange, outside the lock).
+        timeout = self._settings.connect_timeout
+        conn: http.client.HTTPConnection
+        if self._secure:
+            conn = http.client.HTTPSConnection(self._host, self._port, timeout=timeout, context=self._tls)
+        else:
+            conn = http.client.HTTPConnection(self._host, self._port, timeout=timeout)
+        return Connection(conn, timeout)

@@ -1,0 +1,189 @@
+"""The sync REST client against the connection behaviours of other HTTP servers than ours (nginx or a
+load balancer in between): idle connections the server closes without saying so, ``Connection: close``,
+keep-alive expiry on the client's side, and TLS.
+
+The server here is the standard library's ``ThreadingHTTPServer`` (HTTP/1.1, keep-alive), answering model
+status requests with a fixed, valid TF Serving reply, and counting the connections it accepts.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import socket
+import ssl
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from modelserve.client import Client, ModelServerError
+from modelserve.errors import Code
+
+STATUS = json.dumps(
+    {"model_version_status": [{"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK"}}]}
+).encode()
+
+
+class StatusServer:
+    """A keep-alive HTTP/1.1 server; ``close_after_reply`` hangs up after each reply without a
+    ``Connection: close`` header (as a server's idle timeout does); ``say_close`` sends one."""
+
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
+        self.connections = 0
+        self.requests = 0
+        self.close_after_reply = False
+        self.say_close = False
+        self.user_agents: list[str] = []
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def setup(self) -> None:
+                super().setup()
+                owner.connections += 1
+
+            def do_GET(self) -> None:
+                owner.requests += 1
+                owner.user_agents.append(self.headers.get("user-agent", ""))
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(STATUS)))
+                if owner.say_close:
+                    self.send_header("connection", "close")
+                self.end_headers()
+                self.wfile.write(STATUS)
+                self.wfile.flush()
+                if owner.close_after_reply:
+                    self.close_connection = True
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        if tls is not None:
+            self.httpd.socket = tls.wrap_socket(self.httpd.socket, server_side=True)
+        self.port = self.httpd.server_address[1]
+        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def status_server() -> Iterator[StatusServer]:
+    server = StatusServer()
+    yield server
+    server.stop()
+
+
+def call_status(client: Client) -> None:
+    assert client.model_status("tiny").available
+
+
+def test_idle_connections_are_reused(status_server: StatusServer) -> None:
+    with Client(f"http://127.0.0.1:{status_server.port}") as client:
+        for _ in range(5):
+            call_status(client)
+    assert status_server.requests == 5
+    assert status_server.connections == 1
+
+
+def test_a_connection_the_server_closed_while_idle_is_replaced_before_use(
+    status_server: StatusServer,
+) -> None:
+    status_server.close_after_reply = True
+    with Client(f"http://127.0.0.1:{status_server.port}") as client:
+        for _ in range(5):
+            call_status(client)
+            time.sleep(0.05)  # the server's FIN arrives while the connection is idle in the pool
+    assert status_server.requests == 5
+    assert status_server.connections == 5
+
+
+def test_connection_close_from_the_server_is_honoured(status_server: StatusServer) -> None:
+    status_server.say_close = True
+    with Client(f"http://127.0.0.1:{status_server.port}") as client:
+        for _ in range(3):
+            call_status(client)  # no sleep: the client itself must not reuse the connection
+    assert status_server.connections == 3
+
+
+def test_keepalive_expiry_retires_idle_connections(status_server: StatusServer) -> None:
+    with Client(f"http://127.0.0.1:{status_server.port}", keepalive_expiry=0.2) as client:
+        call_status(client)
+        call_status(client)
+        assert status_server.connections == 1
+        time.sleep(0.3)
+        call_status(client)
+    assert status_server.connections == 2
+
+
+def test_every_call_carries_the_client_user_agent_unless_the_caller_sets_one(
+    status_server: StatusServer,
+) -> None:
+    url = f"http://127.0.0.1:{status_server.port}"
+    with Client(url) as client:
+        call_status(client)
+    with Client(url, headers={"User-Agent": "my-gateway/2"}) as client:
+        call_status(client)
+    assert status_server.user_agents[0].startswith("modelserve-client/")
+    assert status_server.user_agents[1] == "my-gateway/2"
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1, made with the openssl command."""
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+@pytest.fixture
+def tls_server(certificate: tuple[Path, Path]) -> Iterator[StatusServer]:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(*certificate)
+    server = StatusServer(tls=context)
+    yield server
+    server.stop()
+
+
+def test_https_verifies_the_server_against_the_trusted_roots(
+    tls_server: StatusServer, certificate: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"https://127.0.0.1:{tls_server.port}"
+    with Client(url) as client, pytest.raises(ModelServerError) as caught:
+        call_status(client)  # self-signed: not among the system's roots
+    assert caught.value.code == Code.UNAVAILABLE
+    assert "CERTIFICATE_VERIFY_FAILED" in str(caught.value)
+
+    monkeypatch.setenv("SSL_CERT_FILE", str(certificate[0]))  # OpenSSL's default roots: now this one
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    with Client(url) as client:
+        call_status(client)
+        call_status(client)
+    assert tls_server.requests == 2
+
+
+def test_a_refused_connection_is_unavailable() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # bound, never listening: connections are refused
+        with Client(f"http://127.0.0.1:{port}") as client, pytest.raises(ModelServerError) as caught:
+            call_status(client)
+    assert caught.value.code == Code.UNAVAILABLE
+    assert "ConnectionRefusedError" in str(caught.value)
