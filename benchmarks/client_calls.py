@@ -8,41 +8,47 @@ post-processing it exists for; this measures that share. One ``modelserve serve`
   hand;
 - ``client rest``: ``modelserve.client.Client`` over REST, TF Serving's API;
 - ``client rest-v2``: the same over REST, KServe V2 with the binary tensor extension;
-- ``client grpc``: the same over gRPC, TF Serving's API.
+- ``client grpc``: the same over gRPC, TF Serving's API;
+- ``httpx async`` (the asyncio baseline): ``httpx.AsyncClient``, as ``httpx`` above;
+- ``async client rest``: ``modelserve.client.AsyncClient`` over REST, TF Serving's API.
 
-Each is measured with 1 thread (calls/s and this process's CPU µs per call) and with 16 threads sharing
-one client of 8 connections (calls/s and failed calls). Figures are medians over ``--repeats`` rounds;
-every round measures every target back to back.
+Each is measured with 1 caller (calls/s and this process's CPU µs per call) and with 16 callers (threads,
+or tasks on one event loop) sharing one client of 8 connections (calls/s and failed calls). Figures are
+medians over ``--repeats`` rounds; every round measures every target back to back.
 
     python benchmarks/client_calls.py [--calls 3000] [--repeats 5] [--threads 16] [--json out.json]
 
-Targets: the client's REST call costs at most half the baseline's CPU per call (1 thread), and no call
-fails with 16 threads.
+Targets: the client's REST call costs at most half its baseline's CPU per call (1 caller; sync against
+``httpx``, asyncio against ``httpx async``), and no call fails with 16 callers.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import signal
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
 import orjson
 from _common import exit_on_sigterm, serving_ready, venv_script, warn_if_busy
 
-from modelserve.client import Client
+from modelserve.client import AsyncClient, Client
 from modelserve.demo.models import write_tiny_mlp
 
 TARGET_CPU_RATIO = 0.5
 Call = Callable[[], np.ndarray]
+AsyncCall = Callable[[], Awaitable[np.ndarray]]
+BASELINE = {"httpx async": "httpx async", "async client rest": "httpx async"}  # others: "httpx"
 
 
 def parse_args() -> argparse.Namespace:
@@ -96,6 +102,57 @@ def measure(call: Call, calls: int, threads: int) -> tuple[float, float, int]:
     return each * threads / wall, cpu / (each * threads) * 1e6, failures[0]
 
 
+async def measure_async(call: AsyncCall, calls: int, tasks: int) -> tuple[float, float, int]:
+    """`measure` for a coroutine: ``tasks`` tasks on this event loop."""
+    failures = [0]
+
+    async def work(count: int) -> None:
+        for _ in range(count):
+            try:
+                await call()
+            except Exception:
+                failures[0] += 1
+
+    each = calls // tasks
+    wall, cpu = time.perf_counter(), time.process_time()
+    await asyncio.gather(*(work(each) for _ in range(tasks)))
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return each * tasks / wall, cpu / (each * tasks) * 1e6, failures[0]
+
+
+async def async_point(
+    name: str, rest: str, x: np.ndarray, expected: np.ndarray, args: argparse.Namespace
+) -> tuple[float, float, float, int]:
+    """One round of an asyncio target, its client made on this loop: warm, checked, then measured."""
+    call: AsyncCall
+    if name == "httpx async":
+        limits = httpx.Limits(max_connections=args.connections, max_keepalive_connections=args.connections)
+        client: Any = httpx.AsyncClient(base_url=rest, trust_env=False, limits=limits)
+        body = orjson.dumps({"instances": x.tolist()})
+
+        async def call() -> np.ndarray:
+            reply = await client.post("/v1/models/tiny:predict", content=body)
+            reply.raise_for_status()
+            return np.asarray(orjson.loads(reply.content)["predictions"], np.float32)
+
+        close = client.aclose
+    else:
+        client = AsyncClient(rest, max_connections=args.connections)
+
+        async def call() -> np.ndarray:
+            return (await client.predict("tiny", {"x": x}))["y"]
+
+        close = client.close
+    try:
+        np.testing.assert_allclose(await call(), expected, rtol=1e-5, atol=1e-6, err_msg=name)
+        await measure_async(call, 200, 1)
+        rate, cpu, _ = await measure_async(call, args.calls, 1)
+        shared_rate, _, failed = await measure_async(call, args.calls, args.threads)
+    finally:
+        await close()
+    return rate, cpu, shared_rate, failed
+
+
 def main() -> None:
     args = parse_args()
     signal.signal(signal.SIGTERM, exit_on_sigterm)
@@ -136,12 +193,16 @@ def run(args: argparse.Namespace, rest: str, grpc: str) -> dict[str, dict[str, l
     for name, call in calls.items():  # every target answers the same, and is warm
         np.testing.assert_allclose(call(), expected, rtol=1e-5, atol=1e-6, err_msg=name)
         measure(call, 200, 1)
-    figures: dict[str, dict[str, list[float]]] = {name: {} for name in calls}
+    names = [*calls, "httpx async", "async client rest"]
+    figures: dict[str, dict[str, list[float]]] = {name: {} for name in names}
     try:
         for round_ in range(args.repeats):
-            for name, call in calls.items():
-                rate, cpu, _ = measure(call, args.calls, 1)
-                shared_rate, _, failed = measure(call, args.calls, args.threads)
+            for name in names:
+                if name in calls:
+                    rate, cpu, _ = measure(calls[name], args.calls, 1)
+                    shared_rate, _, failed = measure(calls[name], args.calls, args.threads)
+                else:
+                    rate, cpu, shared_rate, failed = asyncio.run(async_point(name, rest, x, expected, args))
                 for key, value in (
                     ("rps_1", rate),
                     ("cpu_us_1", cpu),
@@ -150,8 +211,8 @@ def run(args: argparse.Namespace, rest: str, grpc: str) -> dict[str, dict[str, l
                 ):
                     figures[name].setdefault(key, []).append(value)
                 print(
-                    f"round {round_ + 1}/{args.repeats} {name:15s} 1 thread: {rate:7.0f} calls/s "
-                    f"{cpu:5.0f} µs CPU | {args.threads} threads: {shared_rate:7.0f} calls/s, {failed} lost",
+                    f"round {round_ + 1}/{args.repeats} {name:17s} 1 caller: {rate:7.0f} calls/s "
+                    f"{cpu:5.0f} µs CPU | {args.threads} callers: {shared_rate:7.0f} calls/s, {failed} lost",
                     flush=True,
                 )
     finally:
@@ -166,24 +227,25 @@ def report(args: argparse.Namespace, figures: dict[str, dict[str, list[float]]],
         | {"failed_total": sum(per["failed_n"])}
         for name, per in figures.items()
     }
-    base = rows["httpx"]
-    print(f"\nmedians of {args.repeats} rounds, {args.calls} calls each; {args.threads} threads share "
+    print(f"\nmedians of {args.repeats} rounds, {args.calls} calls each; {args.threads} callers share "
           f"{args.connections} connections")  # fmt: skip
-    print(f"{'target':16s} {'calls/s @1':>11s} {'CPU µs/call':>12s} {'vs httpx':>9s} "
+    print(f"{'target':18s} {'calls/s @1':>11s} {'CPU µs/call':>12s} {'vs baseline':>12s} "
           f"{'calls/s @' + str(args.threads):>12s} {'failed':>7s}")  # fmt: skip
+    checks = []
     for name, row in rows.items():
-        relative = row["cpu_us_1"] / base["cpu_us_1"]
+        baseline = BASELINE.get(name, "httpx")
+        relative = row["cpu_us_1"] / rows[baseline]["cpu_us_1"]
         print(
-            f"{name:16s} {row['rps_1']:11.0f} {row['cpu_us_1']:12.0f} {relative:8.2f}x "
+            f"{name:18s} {row['rps_1']:11.0f} {row['cpu_us_1']:12.0f} {relative:11.2f}x "
             f"{row['rps_n']:12.0f} {row['failed_total']:7d}"
         )
-    cpu_ratio = rows["client rest"]["cpu_us_1"] / base["cpu_us_1"]
-    checks = [(f"client rest CPU per call <= {TARGET_CPU_RATIO:g}x httpx's", f"{cpu_ratio:.2f}x",
-               cpu_ratio <= TARGET_CPU_RATIO)]  # fmt: skip
+        if name in ("client rest", "async client rest"):
+            checks.append((f"{name} CPU per call <= {TARGET_CPU_RATIO:g}x {baseline}'s", f"{relative:.2f}x",
+                           relative <= TARGET_CPU_RATIO))  # fmt: skip
     for name, row in rows.items():
-        if name != "httpx":
+        if not name.startswith("httpx"):
             failed = int(row["failed_total"])
-            checks.append((f"{name}: no failed call with {args.threads} threads", str(failed), failed == 0))
+            checks.append((f"{name}: no failed call with {args.threads} callers", str(failed), failed == 0))
     print()
     for name, value, ok in checks:
         print(f"{'PASS' if ok else 'FAIL'} {name}: {value}")

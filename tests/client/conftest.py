@@ -103,8 +103,26 @@ class AsyncFacade:
         return call
 
     def close(self) -> None:
-        self.loop.run_until_complete(self.client.close())
-        self.loop.close()
+        if not self.loop.is_closed():
+            self.loop.run_until_complete(self.client.close())
+            self.loop.close()
+
+
+@pytest.fixture(params=["sync", "async"])
+def make_client(request: pytest.FixtureRequest) -> Iterator[Callable[..., Any]]:
+    """``make_client(url, **options)``: a Client, or a facaded AsyncClient; all closed after the test."""
+    made: list[Any] = []
+
+    def make(url: str, **options: Any) -> Any:
+        client = (
+            Client(url, **options) if request.param == "sync" else AsyncFacade(AsyncClient(url, **options))
+        )
+        made.append(client)
+        return client
+
+    yield make
+    for client in made:
+        client.close()
 
 
 @pytest.fixture(

@@ -1,4 +1,4 @@
-"""The sync REST client's connection pool: how many connections it opens, keeps and lends, and to whom.
+"""The REST clients' connection pools: how many connections they open, keep and lend, and to whom.
 
 Connections are counted from the operating system's side (psutil: this process's ESTABLISHED TCP
 connections to the server's port), not from the client's bookkeeping.
@@ -6,6 +6,7 @@ connections to the server's port), not from the client's bookkeeping.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
@@ -18,7 +19,7 @@ import numpy as np
 import psutil
 import pytest
 
-from modelserve.client import Client, ModelServerError
+from modelserve.client import AsyncClient, Client, ModelServerError
 from modelserve.client.http_pool import Connection
 from modelserve.errors import Code
 
@@ -153,7 +154,23 @@ def silent_server() -> Iterator[str]:
     listener.close()
 
 
-def test_a_call_waiting_for_a_busy_pool_times_out_with_deadline_exceeded(silent_server: str) -> None:
+@pytest.fixture
+def exchange_started(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """Set once some call has its connection and is sending on it."""
+    started = threading.Event()
+    exchange = Connection.exchange
+
+    def exchange_and_tell(self: Connection, *args: Any, **kwargs: Any) -> Any:
+        started.set()
+        return exchange(self, *args, **kwargs)
+
+    monkeypatch.setattr(Connection, "exchange", exchange_and_tell)
+    return started
+
+
+def test_a_call_waiting_for_a_busy_pool_times_out_with_deadline_exceeded(
+    silent_server: str, exchange_started: threading.Event
+) -> None:
     with Client(silent_server, max_connections=1) as client:
 
         def hold() -> None:
@@ -162,7 +179,7 @@ def test_a_call_waiting_for_a_busy_pool_times_out_with_deadline_exceeded(silent_
 
         holder = threading.Thread(target=hold)
         holder.start()
-        time.sleep(0.2)  # the holder has the only connection
+        assert exchange_started.wait(10)  # the holder has the only connection
         started = time.monotonic()
         with pytest.raises(ModelServerError) as caught:
             client.predict("tiny", {"x": ROWS}, timeout=0.3)
@@ -173,7 +190,9 @@ def test_a_call_waiting_for_a_busy_pool_times_out_with_deadline_exceeded(silent_
     assert 0.25 <= waited < 1.5
 
 
-def test_closing_the_client_wakes_a_call_waiting_for_a_connection(silent_server: str) -> None:
+def test_closing_the_client_wakes_a_call_waiting_for_a_connection(
+    silent_server: str, exchange_started: threading.Event
+) -> None:
     client = Client(silent_server, max_connections=1)
     outcome: dict[str, BaseException] = {}
 
@@ -185,10 +204,10 @@ def test_closing_the_client_wakes_a_call_waiting_for_a_connection(silent_server:
 
     holder = threading.Thread(target=call, args=("holder", 2.0))
     holder.start()
-    time.sleep(0.2)  # the holder has the only connection
+    assert exchange_started.wait(10)  # the holder has the only connection
     waiter = threading.Thread(target=call, args=("waiter", None))
     waiter.start()
-    time.sleep(0.2)  # the waiter waits for it, with no timeout
+    time.sleep(0.2)  # the waiter waits for it, with no timeout (or, if slower, finds the client closed)
     client.close()
     waiter.join(timeout=1)
     assert not waiter.is_alive(), "close() left a waiting call blocked"
@@ -197,3 +216,33 @@ def test_closing_the_client_wakes_a_call_waiting_for_a_connection(silent_server:
     assert "closed" in str(outcome["waiter"])
     assert isinstance(outcome["holder"], ModelServerError)
     assert outcome["holder"].code == Code.DEADLINE_EXCEEDED
+
+
+def test_asyncio_tasks_share_at_most_max_connections(server_url: Any, peak_connections: list[int]) -> None:
+    port = server_port(server_url)
+
+    async def main() -> int:
+        async with AsyncClient(server_url("rest"), max_connections=3) as client:
+
+            async def work() -> None:
+                for _ in range(10):
+                    await client.predict("tiny", {"x": ROWS})
+
+            await asyncio.gather(*(work() for _ in range(24)))
+            return open_connections(port)
+
+    kept = asyncio.run(main())
+    assert 1 <= kept <= 3
+    assert 1 <= peak_connections[0] <= 3
+
+
+def test_asyncio_client_without_keepalive_leaves_no_connection_open(server_url: Any) -> None:
+    port = server_port(server_url)
+
+    async def main() -> int:
+        async with AsyncClient(server_url("rest"), max_connections=2, max_keepalive_connections=0) as client:
+            await asyncio.gather(*(client.predict("tiny", {"x": ROWS}) for _ in range(6)))
+            await asyncio.sleep(0.05)  # closed connections leave ESTABLISHED
+            return open_connections(port)
+
+    assert asyncio.run(main()) == 0

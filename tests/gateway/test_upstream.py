@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from modelserve.client import ModelServerError, ModelStatus
-from modelserve.client.http_pool import ClosedBeforeReply, ConnectFailed
+from modelserve.client.errors import ClosedBeforeReply, ConnectFailed
 from modelserve.client.metadata import VersionStatus
 from modelserve.errors import Code
 from modelserve.gateway.http_errors import STATUS_BY_CODE, http_status
@@ -30,8 +30,7 @@ def failure(
 @pytest.mark.parametrize(
     ("error", "retried"),
     [
-        (failure(Code.UNAVAILABLE, cause=httpx.ConnectError("refused")), True),  # REST: nothing was sent
-        (failure(Code.UNAVAILABLE, cause=ConnectFailed("refused")), True),  # the same, from the sync client
+        (failure(Code.UNAVAILABLE, cause=ConnectFailed("refused")), True),  # REST: nothing was sent
         (failure(Code.UNAVAILABLE, cause=ClosedBeforeReply("reset")), False),  # sent: retried as stale only
         # gRPC: never connected (grpcio's wording) vs a stream cut after sending, or the server's own answer.
         (
@@ -44,7 +43,7 @@ def failure(
         ),
         (failure(Code.UNAVAILABLE, message="Stream removed (Socket closed)"), False),
         (failure(Code.UNAVAILABLE, message="the batcher of m/1 is shutting down"), False),
-        (failure(Code.UNAVAILABLE, cause=httpx.RemoteProtocolError("reset")), False),  # may have run
+        (failure(Code.UNAVAILABLE, cause=ConnectionResetError("reset")), False),  # may have run
         (failure(Code.UNAVAILABLE, http=503), False),  # the server answered
         (failure(Code.DEADLINE_EXCEEDED, cause=httpx.ReadTimeout("slow")), False),
         (failure(Code.INVALID_ARGUMENT, http=400), False),
@@ -58,9 +57,7 @@ def test_only_undelivered_calls_are_retried(error: ModelServerError, retried: bo
     ("cause", "stale"),
     [
         (ClosedBeforeReply("RemoteDisconnected: Remote end closed connection without response"), True),
-        (httpx.RemoteProtocolError("Server disconnected without sending a response."), True),
-        (httpx.ReadError("reset"), False),  # no reset underneath: unknown
-        (ConnectionResetError("reset inside the body"), False),  # the sync client after the head: final
+        (ConnectionResetError("reset inside the body"), False),  # after the head: final
         (ConnectFailed("refused"), False),  # never sent: a connection error, not a stale one
     ],
 )

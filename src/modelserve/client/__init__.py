@@ -8,8 +8,9 @@
         outputs = client.predict("tiny", {"x": batch})        # dict[str, np.ndarray]
 
 ``protocol="v2"`` speaks KServe V2 instead of TF Serving's API. Every failure raises `ModelServerError`
-with a ``code`` (`modelserve.errors.Code`). The package imports numpy, httpx, grpcio, protobuf and orjson,
-and the server's wire codecs, never a model framework or the server's core. See ``docs/client.md``.
+with a ``code`` (`modelserve.errors.Code`). The package imports numpy, grpcio, protobuf and orjson (aiohttp
+for AsyncClient over REST), and the server's wire codecs, never a model framework or the server's core.
+See ``docs/client.md``.
 """
 
 from modelserve.client.client import AsyncClient, Client

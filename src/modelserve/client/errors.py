@@ -19,7 +19,22 @@ import orjson
 
 from modelserve.errors import Code
 
-__all__ = ["ModelServerError", "error_from_grpc", "error_from_http"]
+__all__ = ["ClosedBeforeReply", "ConnectFailed", "ModelServerError", "error_from_grpc", "error_from_http"]
+
+
+class ConnectFailed(ConnectionError):
+    """REST: the connection could not be opened (refused, unreachable, unresolvable), so nothing was sent.
+
+    The ``__cause__`` of an UNAVAILABLE `ModelServerError`, whichever REST transport failed, so a caller that
+    retries only what never reached the server need not know the transport's own exception types.
+    """
+
+
+class ClosedBeforeReply(ConnectionError):
+    """REST: the server closed or reset the connection before the reply's head. Usually an idle keep-alive
+    connection it closed just as the request went out (which then never reached a handler); but a server
+    that died while running the request looks the same. The ``__cause__`` of an UNAVAILABLE error."""
+
 
 # HTTP status -> code. Several codes share a status (400: INVALID_ARGUMENT, FAILED_PRECONDITION,
 # OUT_OF_RANGE); the most common one wins, as nothing else in the reply tells them apart.

@@ -1,11 +1,11 @@
 """The sync REST client's connections: keep-alive HTTP/1.1 (``http.client``), each lent to one thread.
 
 Why ``http.client`` and not ``httpx.Client`` for the blocking client: a model server call is one small
-request and one reply on a trusted backend connection, and httpx spends ~370 µs of CPU per call on it
-against ~85 µs for ``http.client`` (measured on the tiny model, loopback, 2 cores). That CPU is taken
-from the web worker's own pre- and post-processing. And one ``httpx.Client`` shared by threads is unsafe
-under load: httpcore 1.0's pool runs its bookkeeping in whichever thread calls, and can close a
-connection another thread has just been handed (encode/httpcore#1110), which then fails with
+request and one reply on a trusted backend connection, and httpx spends 368 µs of CPU per call on it
+against 83 µs for ``http.client`` (the same request and reply, tiny model, loopback, 2 cores). That CPU
+is taken from the web worker's own pre- and post-processing. And one ``httpx.Client`` shared by threads
+is unsafe under load: httpcore 1.0's pool runs its bookkeeping in whichever thread calls, and can close
+a connection another thread has just been handed (encode/httpcore#1110), which then fails with
 ``[Errno 9] Bad file descriptor``. Here a connection belongs to exactly one caller between `borrow` and
 `give_back`, so nothing else ever touches it mid-call.
 
@@ -16,28 +16,22 @@ connection that the server closed (its socket reads as ready) is replaced before
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import select
 import socket
 import ssl
+import sys
 import threading
 import time
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
+from modelserve.client.errors import ClosedBeforeReply, ConnectFailed
 from modelserve.client.settings import Settings
 
 
 class PoolTimeout(TimeoutError):
     """Every connection stayed busy for the whole timeout."""
-
-
-class ConnectFailed(ConnectionError):
-    """The connection could not be opened (refused, unreachable, unresolvable): nothing was sent."""
-
-
-class ClosedBeforeReply(ConnectionError):
-    """The server closed or reset the connection before any byte of the reply: usually an idle keep-alive
-    connection it closed as the request went out, which then never reached a handler."""
 
 
 class Connection:
@@ -68,8 +62,11 @@ class Connection:
                 except OSError as error:
                     raise ConnectFailed(f"{type(error).__name__}: {error}") from error
             conn.sock.settimeout(timeout)
-            try:
+            # A server may answer before reading the whole body (413 for one over its limit) and close:
+            # sending then fails, but its reply is waiting to be read.
+            with contextlib.suppress(ConnectionResetError, BrokenPipeError):
                 conn.request(method, path, body or None, headers)
+            try:
                 response = conn.getresponse()
             except (ConnectionResetError, BrokenPipeError) as error:  # RemoteDisconnected is a reset
                 raise ClosedBeforeReply(f"{type(error).__name__}: {error}") from error
@@ -94,70 +91,60 @@ class Connection:
 
 
 def _readable(sock: socket.socket) -> bool:
-    # poll(0) has no FD_SETSIZE limit; gevent removes select.poll when it patches, and select(0) then
-    # returns at once all the same.
-    if hasattr(select, "poll"):
-        poller = select.poll()
-        poller.register(sock, select.POLLIN)
-        return bool(poller.poll(0))
-    return bool(select.select([sock], [], [], 0)[0])
+    """Whether ``sock`` has something to read, without waiting. Under gevent, through the original
+    ``select.poll``: gevent's own would switch to its hub for a zero timeout."""
+    poll = select.poll
+    gevent_monkey = sys.modules.get("gevent.monkey")
+    if gevent_monkey is not None and gevent_monkey.is_module_patched("select"):
+        poll = gevent_monkey.get_original("select", "poll")
+    poller = poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 class ConnectionPool:
     """Up to ``max_connections`` connections to one server, each lent to one caller at a time.
 
     A caller gets the most recently returned connection (the warmest), or a new one while fewer than
-    ``max_connections`` exist, or waits for one to come back.
+    ``max_connections`` exist, or waits for one to come back. Idle connections past ``keepalive_expiry``
+    are closed whenever the pool is used, the oldest first.
     """
 
     def __init__(self, settings: Settings) -> None:
         parts = urlsplit(settings.target)
-        self.base_path = parts.path.rstrip("/")
+        self.base_path = quote(parts.path.rstrip("/"), safe="/%:@!$&'()*+,;=-._~")
         self._host = parts.hostname or ""
-        self._port = parts.port
-        self._secure = settings.secure
+        self._port = parts.port or (443 if settings.secure else 80)
         self._tls = ssl.create_default_context() if settings.secure else None
         self._settings = settings
         self._keepalive = settings.max_connections
         if settings.max_keepalive_connections is not None:
             self._keepalive = settings.max_keepalive_connections
-        self._idle: list[Connection] = []
+        self._idle: list[Connection] = []  # oldest first; calls take the newest
         self._made = 0  # connections idle or lent
         self._returned = threading.Condition()
         self._closed = False
 
     def borrow(self, timeout: float | None) -> Connection:
         """A connection for one call; PoolTimeout if none frees up within ``timeout`` seconds."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        stale: list[Connection] = []
+        connection = self._take(timeout)  # None: a slot for a new connection is ours
         try:
-            with self._returned:
-                while True:
-                    if self._closed:
-                        raise RuntimeError("the client is closed")
-                    if self._idle:
-                        connection = self._idle.pop()
-                        if connection.reusable(self._settings.keepalive_expiry):
-                            return connection
-                        stale.append(connection)  # closed outside the lock; a fresh one takes its place
-                        return self._new_connection()
-                    if self._made < self._settings.max_connections:
-                        self._made += 1
-                        return self._new_connection()
-                    left = None if deadline is None else deadline - time.monotonic()
-                    if left is not None and left <= 0:
-                        raise PoolTimeout(
-                            f"all {self._settings.max_connections} connections stayed busy for {timeout} s"
-                        )
-                    self._returned.wait(left)
-        finally:
-            for connection in stale:
+            if connection is not None:
+                if connection.reusable(self._settings.keepalive_expiry):
+                    return connection
+                connection.close()  # the server closed it while idle: a new one takes its slot
+            return self._new_connection()
+        except BaseException:
+            if connection is not None:
                 connection.close()
+            self._forget(1)
+            raise
 
     def give_back(self, connection: Connection) -> None:
         """Return a connection after its call; beyond the keep-alive limit (or once closed) it is closed."""
         connection.idle_since = time.monotonic()
         with self._returned:
+            expired = self._expired()
             keep = not self._closed and len(self._idle) < self._keepalive
             if keep:
                 self._idle.append(connection)
@@ -166,6 +153,8 @@ class ConnectionPool:
             self._returned.notify()
         if not keep:
             connection.close()
+        for old in expired:
+            old.close()
 
     def close(self) -> None:
         """Close the idle connections now and the lent ones as they come back; wake every waiter."""
@@ -177,11 +166,57 @@ class ConnectionPool:
         for connection in idle:
             connection.close()
 
+    def _take(self, timeout: float | None) -> Connection | None:
+        """The newest idle connection, or None with a slot reserved for a new one; waits while all are out."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        expired: list[Connection] = []
+        try:
+            with self._returned:
+                while True:
+                    if self._closed:
+                        raise RuntimeError("the client is closed")
+                    expired += self._expired()
+                    if self._idle:
+                        return self._idle.pop()
+                    if self._made < self._settings.max_connections:
+                        self._made += 1
+                        return None
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if left is not None and left <= 0:
+                        raise PoolTimeout(
+                            f"all {self._settings.max_connections} connections stayed busy for {timeout} s"
+                        )
+                    self._returned.wait(left)
+        finally:
+            for connection in expired:
+                connection.close()
+
+    def _expired(self) -> list[Connection]:
+        """Under the lock: take the idle connections past their keep-alive expiry out of the pool."""
+        expiry = self._settings.keepalive_expiry
+        if expiry is None or not self._idle:
+            return []
+        cutoff = time.monotonic() - expiry
+        count = 0
+        while count < len(self._idle) and self._idle[count].idle_since < cutoff:
+            count += 1
+        if not count:
+            return []
+        expired, self._idle = self._idle[:count], self._idle[count:]
+        self._made -= count
+        self._returned.notify(count)
+        return expired
+
+    def _forget(self, count: int) -> None:
+        with self._returned:
+            self._made -= count
+            self._returned.notify(count)
+
     def _new_connection(self) -> Connection:
         # Nothing is connected here (that happens in the caller's exchange, outside the lock).
         timeout = self._settings.connect_timeout
         conn: http.client.HTTPConnection
-        if self._secure:
+        if self._tls is not None:
             conn = http.client.HTTPSConnection(self._host, self._port, timeout=timeout, context=self._tls)
         else:
             conn = http.client.HTTPConnection(self._host, self._port, timeout=timeout)

@@ -1,68 +1,84 @@
-"""REST transports: keep-alive ``http.client`` connections lent to threads (sync, see `http_pool`), or one
-pooled ``httpx.AsyncClient`` (asyncio).
+"""REST transports: keep-alive ``http.client`` connections lent to threads (sync, see `http_pool`), and
+an ``aiohttp`` session (asyncio).
 
 Either way at most ``max_connections`` connections are open and idle ones are reused (keep-alive), so one
-transport per process is the pool. Replies with a non-2xx status and transport failures become
-`ModelServerError` here, so no transport's own exception type leaks out.
+transport per process (per event loop) is the pool. Replies with a non-2xx status and transport failures
+become `ModelServerError` here, so no transport's own exception type leaks out: a connection that could not
+be opened has a `ConnectFailed` cause, one closed before the reply's head a `ClosedBeforeReply` cause.
 
-``timeout`` bounds connecting, each write and each read (not the whole call), as httpx's does.
+Why not httpx: a call to the tiny model through httpx costs the caller 365 µs of CPU (sync) and 791 µs
+(asyncio); through these transports, with the client's codecs, 126 and 173 µs. And httpx's shared sync pool
+can close one thread's connection under another (encode/httpcore#1110). See benchmarks/client_calls.py.
+
+``timeout`` bounds connecting, each write and each read (not the whole call), and the wait for a free
+connection when all are busy.
 """
 
 from __future__ import annotations
 
+import base64
+import errno
 import http.client
-
-import httpx
+import ssl
+from typing import TYPE_CHECKING
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from modelserve import __version__
 from modelserve.client.calls import HttpRequest, HttpResponse, Request
-from modelserve.client.errors import ModelServerError, error_from_http
+from modelserve.client.errors import ClosedBeforeReply, ConnectFailed, ModelServerError, error_from_http
 from modelserve.client.http_pool import ConnectionPool, PoolTimeout
 from modelserve.client.settings import Settings
 from modelserve.errors import Code
+
+if TYPE_CHECKING:
+    import aiohttp
 
 USER_AGENT = f"modelserve-client/{__version__}"
 
 
 def _default_headers(settings: Settings) -> dict[str, str]:
-    """Sent with every call: our user agent and the client's ``headers`` (lower-cased, so a caller's
-    ``User-Agent`` replaces ours instead of adding a second)."""
-    return {"user-agent": USER_AGENT, **{name.lower(): value for name, value in settings.headers}}
+    """Sent with every call: our user agent, Basic credentials from the URL (``http://user:pass@host``),
+    and the client's ``headers``, lower-cased so that a caller's ``User-Agent`` or ``Authorization``
+    replaces ours instead of adding a second."""
+    headers = {"user-agent": USER_AGENT}
+    parts = urlsplit(settings.target)
+    if parts.username is not None:
+        pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+        headers["authorization"] = "Basic " + base64.b64encode(pair.encode()).decode("ascii")
+    return headers | {name.lower(): value for name, value in settings.headers}
 
 
-def _limits(settings: Settings) -> httpx.Limits:
-    keepalive = settings.max_keepalive_connections
-    return httpx.Limits(
-        max_connections=settings.max_connections,
-        max_keepalive_connections=settings.max_connections if keepalive is None else keepalive,
-        keepalive_expiry=settings.keepalive_expiry,
-    )
+def _without_credentials(target: str) -> str:
+    """The base URL without its ``user:pass@``: they travel as the Authorization header instead."""
+    parts = urlsplit(target)
+    if parts.username is None:
+        return target
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
-def _timeout(settings: Settings, timeout: float | None) -> httpx.Timeout:
-    if timeout is None:
-        return httpx.Timeout(None, connect=settings.connect_timeout)
-    return httpx.Timeout(timeout, connect=min(timeout, settings.connect_timeout))
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
 
 
-def _client_options(settings: Settings) -> dict[str, object]:
-    # trust_env=False: a model server is a private backend; HTTP(S)_PROXY meant for the internet must not
-    # reroute it.
-    return {"base_url": settings.target, "headers": _default_headers(settings), "trust_env": False}
+def _unavailable(error: BaseException) -> ModelServerError:
+    return ModelServerError(Code.UNAVAILABLE, f"cannot reach the server: {_describe(error)}")
 
 
-def _reply(response: httpx.Response) -> HttpResponse:
-    if not 200 <= response.status_code < 300:
-        raise error_from_http(response.status_code, response.content)
-    return HttpResponse(response.status_code, response.headers, response.content)
+def _timed_out(error: BaseException) -> ModelServerError:
+    return ModelServerError(Code.DEADLINE_EXCEEDED, f"timed out: {_describe(error)}")
 
 
-def _failure(error: httpx.HTTPError) -> ModelServerError:
-    if isinstance(error, httpx.TimeoutException):
-        return ModelServerError(Code.DEADLINE_EXCEEDED, f"timed out: {type(error).__name__}: {error}")
-    if isinstance(error, httpx.TransportError):
-        return ModelServerError(Code.UNAVAILABLE, f"cannot reach the server: {type(error).__name__}: {error}")
-    return ModelServerError(Code.UNKNOWN, f"{type(error).__name__}: {error}")
+def _as(kind: type[ConnectionError], error: BaseException) -> ConnectionError:
+    """``error`` restated as one of our transport-neutral causes, chained to it."""
+    cause = kind(_describe(error))
+    cause.__cause__ = error
+    return cause
+
+
+def _reply(status: int, headers: dict[str, str], body: bytes) -> HttpResponse:
+    if not 200 <= status < 300:
+        raise error_from_http(status, body)
+    return HttpResponse(status, headers, body)
 
 
 class RestTransport:
@@ -86,42 +102,84 @@ class RestTransport:
         except PoolTimeout as error:
             raise ModelServerError(Code.DEADLINE_EXCEEDED, f"timed out: {error}") from error
         except TimeoutError as error:
-            raise ModelServerError(Code.DEADLINE_EXCEEDED, f"timed out: {_describe(error)}") from error
+            raise _timed_out(error) from error
         except (OSError, http.client.HTTPException) as error:
-            message = f"cannot reach the server: {_describe(error)}"
-            raise ModelServerError(Code.UNAVAILABLE, message) from error
-        if not 200 <= status < 300:
-            raise error_from_http(status, body)
-        return HttpResponse(status, reply_headers, body)
+            raise _unavailable(error) from error
+        return _reply(status, reply_headers, body)
 
     def close(self) -> None:
         self._pool.close()
 
 
-def _describe(error: BaseException) -> str:
-    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
-
-
 class AsyncRestTransport:
-    """REST calls over one pooled ``httpx.AsyncClient``; safe to share between the tasks of one loop."""
+    """REST calls over one ``aiohttp.ClientSession``; safe to share between the tasks of one event loop.
+
+    Made inside the loop that uses it (aiohttp's session belongs to one loop). aiohttp keeps every released
+    connection up to ``max_connections`` for ``keepalive_expiry`` seconds: ``max_keepalive_connections=0``
+    turns keep-alive off, and a value between 0 and ``max_connections`` is not enforced.
+    """
 
     def __init__(self, settings: Settings) -> None:
+        import aiohttp
+
+        self._aiohttp = aiohttp
         self._settings = settings
-        self._client = httpx.AsyncClient(limits=_limits(settings), **_client_options(settings))  # type: ignore[arg-type]
+        self._base = _without_credentials(settings.target)
+        no_keepalive = settings.max_keepalive_connections == 0
+        connector = aiohttp.TCPConnector(
+            limit=settings.max_connections,
+            force_close=no_keepalive,
+            keepalive_timeout=None if no_keepalive else settings.keepalive_expiry,
+            ssl=ssl.create_default_context() if settings.secure else False,
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            headers=_default_headers(settings),
+            trust_env=False,  # a private backend: HTTP(S)_PROXY meant for the internet must not reroute it
+            auto_decompress=False,
+        )
+
+    def _timeout(self, timeout: float | None) -> aiohttp.ClientTimeout:
+        connect = (
+            self._settings.connect_timeout
+            if timeout is None
+            else min(timeout, self._settings.connect_timeout)
+        )
+        return self._aiohttp.ClientTimeout(
+            total=None, connect=timeout, sock_connect=connect, sock_read=timeout
+        )
 
     async def send(self, request: Request, timeout: float | None) -> HttpResponse:
         assert isinstance(request, HttpRequest)
+        aiohttp = self._aiohttp
         try:
-            response = await self._client.request(
-                request.method,
-                request.path,
-                content=request.body or None,
-                headers=request.headers,
-                timeout=_timeout(self._settings, timeout),
-            )
-        except httpx.HTTPError as error:
-            raise _failure(error) from error
-        return _reply(response)
+            try:  # until the reply's head: a connection lost here never carried a reply
+                response = await self._session.request(
+                    request.method,
+                    self._base + request.path,
+                    data=request.body or None,
+                    headers=request.headers,
+                    timeout=self._timeout(timeout),
+                    allow_redirects=False,
+                )
+            except aiohttp.ServerDisconnectedError as error:  # EOF
+                raise _unavailable(error) from _as(ClosedBeforeReply, error)
+            except aiohttp.ClientOSError as error:
+                if isinstance(error, aiohttp.ClientConnectorError):
+                    raise _unavailable(error) from _as(ConnectFailed, error)
+                if error.errno in (errno.ECONNRESET, errno.EPIPE):
+                    raise _unavailable(error) from _as(ClosedBeforeReply, error)
+                raise
+            try:
+                body = await response.read()
+            finally:
+                response.release()
+        except TimeoutError as error:  # asyncio's, and aiohttp's own (which subclass it)
+            raise _timed_out(error) from error
+        except (aiohttp.ClientError, OSError) as error:
+            raise _unavailable(error) from error
+        headers = {name.lower(): value for name, value in response.headers.items()}
+        return _reply(response.status, headers, body)
 
     async def close(self) -> None:
-        await self._client.aclose()
+        await self._session.close()

@@ -8,8 +8,8 @@ in the Gunicorn master is ever shared across ``fork``.
 A predict is sent again, at most ``retries`` times with a short backoff, only when it did not reach the
 model server:
 
-- REST: the connection could not be opened (refused, unreachable; ``ConnectFailed`` from the sync client's
-  pool, ``httpx.ConnectError`` from the asyncio client's); nothing was sent.
+- REST: the connection could not be opened (refused, unreachable: a ``ConnectFailed`` cause); nothing was
+  sent.
 - gRPC: UNAVAILABLE because the channel could not connect. gRPC also says UNAVAILABLE for a stream cut
   after the request was sent and the model server for its own "shutting down": those may have run the
   model, so they are final.
@@ -19,9 +19,9 @@ the model server before a reply's head came back (``closed_before_reply``). Usua
 idle keep-alive connection (its keep-alive timeout) while the request was on its way, and the request never
 reached a handler; the next attempt opens a fresh connection. But the same error is what a client sees when
 the model server died while running the request (killed, out of memory), so this retry treats a predict as
-idempotent and may run it twice: ``--retries 0`` turns it off. (httpx reports a connection closed after
-part of a head like one closed before any byte; our model server writes a head and its body in one write,
-so only a reply cut inside its body is final here. The sync client's pool says ``ClosedBeforeReply``.)
+idempotent and may run it twice: ``--retries 0`` turns it off. (The client reports a connection closed
+after part of a head like one closed before any byte, as a ``ClosedBeforeReply`` cause; our model server
+writes a head and its body in one write, so only a reply cut inside its body is final here.)
 
 A timeout, or any answer from the model server, is final. Readiness probes and the memory fetch are never
 retried: a probe must answer quickly, and the caller asks again.
@@ -38,7 +38,7 @@ import numpy as np
 import orjson
 
 from modelserve.client import AsyncClient, Client, ModelServerError, ModelStatus
-from modelserve.client.http_pool import ClosedBeforeReply, ConnectFailed
+from modelserve.client.errors import ClosedBeforeReply, ConnectFailed
 from modelserve.errors import Code
 from modelserve.gateway.handler import ModelCall
 from modelserve.gateway.options import GatewayOptions
@@ -74,30 +74,17 @@ def is_connection_error(error: ModelServerError) -> bool:
         return False
     cause = error.__cause__
     if cause is not None:
-        return isinstance(cause, ConnectFailed | httpx.ConnectError)  # REST: the connection was never opened
+        return isinstance(cause, ConnectFailed)  # REST: the connection was never opened
     # gRPC says UNAVAILABLE for a connection never made, but also for a stream cut after the request was
     # sent and for the server's own "shutting down": only the first is safe to send again.
     return any(marker in error.message.lower() for marker in _GRPC_NOT_CONNECTED)
 
 
-_NO_REPLY = "without sending a response"  # httpcore: the peer closed before a reply's head
-
-
 def closed_before_reply(error: ModelServerError) -> bool:
     """Whether a REST call failed on a connection the server closed before replying (see the module doc):
-    the connection ended (EOF) or was reset before the response's head."""
-    cause = error.__cause__
-    if isinstance(cause, ClosedBeforeReply):
-        return True
-    if isinstance(cause, httpx.RemoteProtocolError):
-        return _NO_REPLY in str(cause)
-    if isinstance(cause, httpx.ReadError | httpx.WriteError):
-        reason: BaseException | None = cause
-        while reason is not None:  # httpx.ReadError <- httpcore.ReadError <- ConnectionResetError
-            if isinstance(reason, ConnectionResetError | BrokenPipeError):
-                return True
-            reason = reason.__cause__ or reason.__context__
-    return False
+    the connection ended (EOF) or was reset before the response's head. Both REST transports say so with
+    a `ClosedBeforeReply` cause."""
+    return isinstance(error.__cause__, ClosedBeforeReply)
 
 
 def should_retry(error: ModelServerError, attempt: int, retries: int, stale_retried: bool) -> str | None:
