@@ -68,6 +68,24 @@ def test_async_client_shared_by_64_tasks(
         np.testing.assert_allclose(y, reference("tiny", {"x": x})["y"], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("transport", ["rest", "grpc"])
+def test_an_async_client_serves_one_event_loop_after_another(
+    server_url: Any, reference: Any, transport: str
+) -> None:
+    """Sequential ``asyncio.run`` calls (a CLI, a test suite) with one client: each loop gets connections
+    of its own, as a forked child does."""
+    client = AsyncClient(server_url(transport))
+    x = caller_rows(7, 0)
+    expected = reference("tiny", {"x": x})["y"]
+
+    async def once() -> np.ndarray:
+        return (await client.predict("tiny", {"x": x}))["y"]
+
+    for _ in range(3):
+        np.testing.assert_allclose(asyncio.run(once()), expected, rtol=1e-5, atol=1e-6)
+    asyncio.run(client.close())
+
+
 def _predict_in_child(client: Client, x: np.ndarray, queue: Any) -> None:
     queue.put(client.predict("tiny", {"x": x})["y"])
 

@@ -8,6 +8,7 @@ status requests with a fixed, valid TF Serving reply, and counting the connectio
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import http.server
 import json
@@ -32,6 +33,13 @@ MakeClient = Callable[..., Any]
 STATUS = json.dumps(
     {"model_version_status": [{"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK"}}]}
 ).encode()
+PREDICTION = json.dumps(  # a V2 reply, which names its output: no metadata call needed
+    {
+        "model_name": "tiny",
+        "outputs": [{"name": "y", "datatype": "FP32", "shape": [1, 10], "data": [0.5] * 10}],
+    }
+).encode()
+ROW = np.ones((1, 64), np.float32)
 
 
 class StatusServer:
@@ -48,6 +56,7 @@ class StatusServer:
         self.hang_up = False
         self.user_agents: list[str] = []
         self.authorizations: list[str | None] = []
+        self.encodings: list[str | None] = []
         owner = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -58,19 +67,27 @@ class StatusServer:
                 owner.connections += 1
 
             def do_GET(self) -> None:
+                self.answer(STATUS)
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("content-length", "0")))
+                self.answer(PREDICTION)
+
+            def answer(self, body: bytes) -> None:
                 owner.requests += 1
                 owner.user_agents.append(self.headers.get("user-agent", ""))
                 owner.authorizations.append(self.headers.get("authorization"))
+                owner.encodings.append(self.headers.get("accept-encoding"))
                 if owner.hang_up:
                     self.close_connection = True
                     return
                 self.send_response(200)
                 self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(STATUS)))
+                self.send_header("content-length", str(len(body)))
                 if owner.say_close:
                     self.send_header("connection", "close")
                 self.end_headers()
-                self.wfile.write(STATUS)
+                self.wfile.write(body)
                 self.wfile.flush()
                 if owner.close_after_reply:
                     self.close_connection = True
@@ -112,10 +129,24 @@ def call_status(client: Any) -> None:
     assert client.model_status("tiny").available
 
 
+def call_predict(client: Any) -> None:
+    """A POST, which no HTTP client sends twice by itself: a reused dead connection would fail it."""
+    assert client.predict("tiny", {"x": ROW})["y"].shape == (1, 10)
+
+
+def stay_idle(client: Any, seconds: float) -> None:
+    """Let ``seconds`` pass with the client idle; an AsyncClient's event loop runs meanwhile, as a
+    serving worker's does."""
+    if hasattr(client, "loop"):
+        client.loop.run_until_complete(asyncio.sleep(seconds))
+    else:
+        time.sleep(seconds)
+
+
 def test_idle_connections_are_reused(status_server: StatusServer, make_client: MakeClient) -> None:
-    client = make_client(f"http://127.0.0.1:{status_server.port}")
+    client = make_client(f"http://127.0.0.1:{status_server.port}", protocol="v2")
     for _ in range(5):
-        call_status(client)
+        call_predict(client)
     assert status_server.requests == 5
     assert status_server.connections == 1
 
@@ -124,11 +155,11 @@ def test_a_connection_the_server_closed_while_idle_is_replaced_before_use(
     status_server: StatusServer, make_client: MakeClient
 ) -> None:
     status_server.close_after_reply = True
-    client = make_client(f"http://127.0.0.1:{status_server.port}")
+    client = make_client(f"http://127.0.0.1:{status_server.port}", protocol="v2")
     for _ in range(5):
-        call_status(client)
+        call_predict(client)
         status_server.wait_closed()  # the server's FIN reaches the connection idle in the pool
-        time.sleep(0.01)
+        stay_idle(client, 0.05)
     assert status_server.requests == 5
     assert status_server.connections == 5
 
@@ -137,21 +168,21 @@ def test_connection_close_from_the_server_is_honoured(
     status_server: StatusServer, make_client: MakeClient
 ) -> None:
     status_server.say_close = True
-    client = make_client(f"http://127.0.0.1:{status_server.port}")
+    client = make_client(f"http://127.0.0.1:{status_server.port}", protocol="v2")
     for _ in range(3):
-        call_status(client)  # no sleep: the client itself must not reuse the connection
+        call_predict(client)  # no pause: the client itself must not reuse the connection
     assert status_server.connections == 3
 
 
 def test_keepalive_expiry_retires_idle_connections(
     status_server: StatusServer, make_client: MakeClient
 ) -> None:
-    client = make_client(f"http://127.0.0.1:{status_server.port}", keepalive_expiry=1.0)
-    call_status(client)
-    call_status(client)
+    client = make_client(f"http://127.0.0.1:{status_server.port}", protocol="v2", keepalive_expiry=1.0)
+    call_predict(client)
+    call_predict(client)
     assert status_server.connections == 1
-    time.sleep(1.5)
-    call_status(client)
+    stay_idle(client, 1.5)
+    call_predict(client)
     assert status_server.connections == 2
 
 
@@ -163,6 +194,12 @@ def test_every_call_carries_the_client_user_agent_unless_the_caller_sets_one(
     call_status(make_client(url, headers={"User-Agent": "my-gateway/2"}))
     assert status_server.user_agents[0].startswith("modelserve-client/")
     assert status_server.user_agents[1] == "my-gateway/2"
+
+
+def test_replies_are_asked_for_uncompressed(status_server: StatusServer, make_client: MakeClient) -> None:
+    """The codecs read the body as sent: a server that compresses when asked must not be asked."""
+    call_predict(make_client(f"http://127.0.0.1:{status_server.port}", protocol="v2"))
+    assert status_server.encodings == ["identity"]
 
 
 def test_credentials_in_the_url_are_sent_as_basic_auth(

@@ -246,3 +246,16 @@ def test_asyncio_client_without_keepalive_leaves_no_connection_open(server_url: 
             return open_connections(port)
 
     assert asyncio.run(main()) == 0
+
+
+def test_an_upload_the_server_never_reads_times_out(silent_server: str, make_client: Any) -> None:
+    """A body larger than the socket buffers, to a server that stops reading: the call's timeout bounds
+    the upload too (sync: the socket's send timeout; asyncio: aiohttp's read timeout, which already runs
+    while the body is sent)."""
+    client = make_client(silent_server)
+    rows = np.ones((100_000, 64), np.float32)  # ~100 MB of JSON
+    started = time.monotonic()
+    with pytest.raises(ModelServerError) as caught:
+        client.predict("tiny", {"x": rows}, timeout=0.5)
+    assert caught.value.code == Code.DEADLINE_EXCEEDED
+    assert time.monotonic() - started < 10  # JSON encoding of the rows takes its share

@@ -23,7 +23,7 @@ from modelserve.client.calls import ModelRef, Plan, Request, T, drive, drive_asy
 from modelserve.client.errors import ModelServerError
 from modelserve.client.metadata import ModelMetadata, ModelStatus
 from modelserve.client.protocol import Inputs
-from modelserve.client.settings import Settings, make_api
+from modelserve.client.settings import Settings, make_api, redact
 
 
 class _SyncTransport(Protocol):
@@ -84,7 +84,7 @@ class _ClientBase:
 
     def __repr__(self) -> str:
         s = self.settings
-        where = s.target if s.transport == "rest" else f"grpc{'s' if s.secure else ''}://{s.target}"
+        where = redact(s.target) if s.transport == "rest" else f"grpc{'s' if s.secure else ''}://{s.target}"
         return f"{type(self).__name__}({where!r}, protocol={s.protocol!r})"
 
 
@@ -217,6 +217,7 @@ class AsyncClient(_ClientBase):
     """
 
     _transport: _AsyncTransport | None = None
+    _loop: asyncio.AbstractEventLoop | None = None  # the loop the transport's connections belong to
 
     async def predict(
         self,
@@ -273,7 +274,7 @@ class AsyncClient(_ClientBase):
         """Close the connections; the client cannot be used afterwards."""
         self._closed = True
         transport, self._transport = self._transport, None
-        if transport is not None and self._pid == os.getpid():
+        if transport is not None and self._pid == os.getpid() and self._loop is asyncio.get_running_loop():
             await transport.close()
 
     async def __aenter__(self) -> AsyncClient:
@@ -288,12 +289,15 @@ class AsyncClient(_ClientBase):
         # No lock: the check and the assignment run without an await between them, so tasks cannot race.
         if self._closed:
             raise RuntimeError("the client is closed")
-        if self._transport is not None and self._pid != os.getpid():
+        loop = asyncio.get_running_loop()
+        if self._transport is not None and (self._pid != os.getpid() or self._loop is not loop):
+            # Forked, or a new event loop (a second asyncio.run): the connections belong to the old one.
             self._inherited.append(self._transport)
             self._transport = None
         if self._transport is None:
             self._transport = self._make_transport()
             self._pid = os.getpid()
+            self._loop = loop
         return self._transport
 
     def _make_transport(self) -> _AsyncTransport:

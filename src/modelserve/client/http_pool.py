@@ -24,6 +24,7 @@ import ssl
 import sys
 import threading
 import time
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 from modelserve.client.errors import ClosedBeforeReply, ConnectFailed
@@ -91,15 +92,27 @@ class Connection:
 
 
 def _readable(sock: socket.socket) -> bool:
-    """Whether ``sock`` has something to read, without waiting. Under gevent, through the original
-    ``select.poll``: gevent's own would switch to its hub for a zero timeout."""
-    poll = select.poll
-    gevent_monkey = sys.modules.get("gevent.monkey")
-    if gevent_monkey is not None and gevent_monkey.is_module_patched("select"):
-        poll = gevent_monkey.get_original("select", "poll")
+    """Whether ``sock`` has something to read, without waiting: ``poll`` (no FD_SETSIZE limit), or
+    ``select`` where there is none (Windows)."""
+    poll, select_ = _waiters()
+    if poll is None:
+        return bool(select_([sock], [], [], 0)[0])
     poller = poll()
     poller.register(sock, select.POLLIN)
     return bool(poller.poll(0))
+
+
+def _waiters() -> tuple[Any, Any]:
+    """``select.poll`` (None where missing) and ``select.select``; under gevent the originals, because
+    gevent's own switch to its hub even for a zero timeout."""
+    gevent_monkey = sys.modules.get("gevent.monkey")
+    if gevent_monkey is None or not gevent_monkey.is_module_patched("select"):
+        return getattr(select, "poll", None), select.select
+    try:
+        poll = gevent_monkey.get_original("select", "poll")
+    except AttributeError:
+        poll = None
+    return poll, gevent_monkey.get_original("select", "select")
 
 
 class ConnectionPool:

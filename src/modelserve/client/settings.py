@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from modelserve.client.protocol import Api
 
@@ -42,6 +42,13 @@ class Settings:
     keepalive_expiry: float | None = 5.0  # seconds an idle REST connection is kept
     headers: tuple[tuple[str, str], ...] = ()  # sent with every call (HTTP headers / gRPC metadata)
     grpc_options: tuple[tuple[str, Any], ...] = ()  # extra gRPC channel arguments
+
+    def __repr__(self) -> str:
+        fields = ", ".join(
+            f"{name}={(redact(value) if name == 'target' else value)!r}"
+            for name, value in ((name, getattr(self, name)) for name in self.__dataclass_fields__)
+        )
+        return f"Settings({fields})"
 
     @classmethod
     def create(
@@ -98,6 +105,16 @@ class Settings:
             raise ValueError(
                 f"max_keepalive_connections={self.max_keepalive_connections!r}: must be 0 or more"
             )
+
+
+def redact(url: str) -> str:
+    """``url`` for logs and reprs: a password in it (``http://user:secret@host``) shown as ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user = userinfo.partition(":")[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 def make_api(settings: Settings) -> Api:

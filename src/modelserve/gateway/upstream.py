@@ -19,9 +19,10 @@ the model server before a reply's head came back (``closed_before_reply``). Usua
 idle keep-alive connection (its keep-alive timeout) while the request was on its way, and the request never
 reached a handler; the next attempt opens a fresh connection. But the same error is what a client sees when
 the model server died while running the request (killed, out of memory), so this retry treats a predict as
-idempotent and may run it twice: ``--retries 0`` turns it off. (The client reports a connection closed
-after part of a head like one closed before any byte, as a ``ClosedBeforeReply`` cause; our model server
-writes a head and its body in one write, so only a reply cut inside its body is final here.)
+idempotent and may run it twice: ``--retries 0`` turns it off. (The asyncio client, on aiohttp, reports
+a connection closed after part of a head like one closed before any byte; the sync client's http.client
+reports a bad status line instead, which is final. Our model server writes a head and its body in one
+write, so in practice only a reply cut inside its body is final.)
 
 A timeout, or any answer from the model server, is final. Readiness probes and the memory fetch are never
 retried: a probe must answer quickly, and the caller asks again.
