@@ -109,6 +109,10 @@ class StatusServer:
         self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self._thread.start()
 
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
     def wait_closed(self) -> None:
         """Until the server has closed one more connection (its FIN is on the way)."""
         assert self.closed.acquire(timeout=10), "the server closed no connection"
@@ -144,7 +148,7 @@ def stay_idle(client: Any, seconds: float) -> None:
 
 
 def test_idle_connections_are_reused(status_server: StatusServer, make_client: MakeClient) -> None:
-    client = make_client(f"http://127.0.0.1:{status_server.port}", protocol="v2")
+    client = make_client(status_server.url, protocol="v2")
     for _ in range(5):
         call_predict(client)
     assert status_server.requests == 5
@@ -155,7 +159,7 @@ def test_a_connection_the_server_closed_while_idle_is_replaced_before_use(
     status_server: StatusServer, make_client: MakeClient
 ) -> None:
     status_server.close_after_reply = True
-    client = make_client(f"http://127.0.0.1:{status_server.port}", protocol="v2")
+    client = make_client(status_server.url, protocol="v2")
     for _ in range(5):
         call_predict(client)
         status_server.wait_closed()  # the server's FIN reaches the connection idle in the pool
@@ -168,7 +172,7 @@ def test_connection_close_from_the_server_is_honoured(
     status_server: StatusServer, make_client: MakeClient
 ) -> None:
     status_server.say_close = True
-    client = make_client(f"http://127.0.0.1:{status_server.port}", protocol="v2")
+    client = make_client(status_server.url, protocol="v2")
     for _ in range(3):
         call_predict(client)  # no pause: the client itself must not reuse the connection
     assert status_server.connections == 3
@@ -177,7 +181,7 @@ def test_connection_close_from_the_server_is_honoured(
 def test_keepalive_expiry_retires_idle_connections(
     status_server: StatusServer, make_client: MakeClient
 ) -> None:
-    client = make_client(f"http://127.0.0.1:{status_server.port}", protocol="v2", keepalive_expiry=1.0)
+    client = make_client(status_server.url, protocol="v2", keepalive_expiry=1.0)
     call_predict(client)
     call_predict(client)
     assert status_server.connections == 1
@@ -189,7 +193,7 @@ def test_keepalive_expiry_retires_idle_connections(
 def test_every_call_carries_the_client_user_agent_unless_the_caller_sets_one(
     status_server: StatusServer, make_client: MakeClient
 ) -> None:
-    url = f"http://127.0.0.1:{status_server.port}"
+    url = status_server.url
     call_status(make_client(url))
     call_status(make_client(url, headers={"User-Agent": "my-gateway/2"}))
     assert status_server.user_agents[0].startswith("modelserve-client/")
@@ -198,7 +202,7 @@ def test_every_call_carries_the_client_user_agent_unless_the_caller_sets_one(
 
 def test_replies_are_asked_for_uncompressed(status_server: StatusServer, make_client: MakeClient) -> None:
     """The codecs read the body as sent: a server that compresses when asked must not be asked."""
-    call_predict(make_client(f"http://127.0.0.1:{status_server.port}", protocol="v2"))
+    call_predict(make_client(status_server.url, protocol="v2"))
     assert status_server.encodings == ["identity"]
 
 
@@ -206,7 +210,7 @@ def test_credentials_in_the_url_are_sent_as_basic_auth(
     status_server: StatusServer, make_client: MakeClient
 ) -> None:
     call_status(make_client(f"http://gateway:p%40ss@127.0.0.1:{status_server.port}/"))
-    call_status(make_client(f"http://127.0.0.1:{status_server.port}"))
+    call_status(make_client(status_server.url))
     assert status_server.authorizations == ["Basic " + base64.b64encode(b"gateway:p@ss").decode(), None]
 
 
@@ -215,7 +219,7 @@ def test_a_connection_closed_before_any_reply_is_unavailable_and_says_so(
 ) -> None:
     status_server.hang_up = True
     with pytest.raises(ModelServerError) as caught:
-        call_status(make_client(f"http://127.0.0.1:{status_server.port}"))
+        call_status(make_client(status_server.url))
     assert caught.value.code == Code.UNAVAILABLE
     assert isinstance(caught.value.__cause__, ClosedBeforeReply)  # what the gateway's stale retry keys on
 

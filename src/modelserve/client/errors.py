@@ -36,6 +36,18 @@ class ClosedBeforeReply(ConnectionError):
     that died while running the request looks the same. The ``__cause__`` of an UNAVAILABLE error."""
 
 
+def describe(error: BaseException) -> str:
+    """``ErrorType: message`` (just the type when there is no message): how a cause is named in ours."""
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+
+
+def restate(kind: type[ConnectionError], error: BaseException) -> ConnectionError:
+    """A transport's ``error`` restated as one of the transport-neutral causes above, chained to it."""
+    cause = kind(describe(error))
+    cause.__cause__ = error
+    return cause
+
+
 # HTTP status -> code. Several codes share a status (400: INVALID_ARGUMENT, FAILED_PRECONDITION,
 # OUT_OF_RANGE); the most common one wins, as nothing else in the reply tells them apart.
 _CODE_BY_HTTP: dict[int, Code] = {

@@ -27,7 +27,7 @@ import time
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from modelserve.client.errors import ClosedBeforeReply, ConnectFailed
+from modelserve.client.errors import ClosedBeforeReply, ConnectFailed, restate
 from modelserve.client.settings import Settings
 
 
@@ -61,7 +61,7 @@ class Connection:
                 except TimeoutError:
                     raise
                 except OSError as error:
-                    raise ConnectFailed(f"{type(error).__name__}: {error}") from error
+                    raise restate(ConnectFailed, error) from error
             conn.sock.settimeout(timeout)
             # A server may answer before reading the whole body (413 for one over its limit) and close:
             # sending then fails, but its reply is waiting to be read.
@@ -70,7 +70,7 @@ class Connection:
             try:
                 response = conn.getresponse()
             except (ConnectionResetError, BrokenPipeError) as error:  # RemoteDisconnected is a reset
-                raise ClosedBeforeReply(f"{type(error).__name__}: {error}") from error
+                raise restate(ClosedBeforeReply, error) from error
             data = response.read()  # after "connection: close", http.client has closed the socket
         except BaseException:
             conn.close()

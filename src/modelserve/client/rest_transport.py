@@ -25,7 +25,14 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 from modelserve import __version__
 from modelserve.client.calls import HttpRequest, HttpResponse, Request
-from modelserve.client.errors import ClosedBeforeReply, ConnectFailed, ModelServerError, error_from_http
+from modelserve.client.errors import (
+    ClosedBeforeReply,
+    ConnectFailed,
+    ModelServerError,
+    describe,
+    error_from_http,
+    restate,
+)
 from modelserve.client.http_pool import ConnectionPool, PoolTimeout
 from modelserve.client.settings import Settings
 from modelserve.errors import Code
@@ -56,23 +63,12 @@ def _without_credentials(target: str) -> str:
     return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
-def _describe(error: BaseException) -> str:
-    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
-
-
 def _unavailable(error: BaseException) -> ModelServerError:
-    return ModelServerError(Code.UNAVAILABLE, f"cannot reach the server: {_describe(error)}")
+    return ModelServerError(Code.UNAVAILABLE, f"cannot reach the server: {describe(error)}")
 
 
 def _timed_out(error: BaseException) -> ModelServerError:
-    return ModelServerError(Code.DEADLINE_EXCEEDED, f"timed out: {_describe(error)}")
-
-
-def _as(kind: type[ConnectionError], error: BaseException) -> ConnectionError:
-    """``error`` restated as one of our transport-neutral causes, chained to it."""
-    cause = kind(_describe(error))
-    cause.__cause__ = error
-    return cause
+    return ModelServerError(Code.DEADLINE_EXCEEDED, f"timed out: {describe(error)}")
 
 
 def _reply(status: int, headers: dict[str, str], body: bytes) -> HttpResponse:
@@ -165,12 +161,12 @@ class AsyncRestTransport:
                     allow_redirects=False,
                 )
             except aiohttp.ServerDisconnectedError as error:  # EOF
-                raise _unavailable(error) from _as(ClosedBeforeReply, error)
+                raise _unavailable(error) from restate(ClosedBeforeReply, error)
             except aiohttp.ClientOSError as error:
                 if isinstance(error, aiohttp.ClientConnectorError):
-                    raise _unavailable(error) from _as(ConnectFailed, error)
+                    raise _unavailable(error) from restate(ConnectFailed, error)
                 if error.errno in (errno.ECONNRESET, errno.EPIPE):
-                    raise _unavailable(error) from _as(ClosedBeforeReply, error)
+                    raise _unavailable(error) from restate(ClosedBeforeReply, error)
                 raise
             try:
                 body = await response.read()
